@@ -1,0 +1,85 @@
+"""The outbound playout queue: exact frames and notify markers, bounded in milliseconds.
+
+Overflow policy: the queue never grows past ``max_ms``. ``Call.play`` waits for room
+(backpressure, nothing lost); a non-waiting push that finds the queue full drops the
+*oldest* queued audio and counts it, because for live audio the newest is what matters and a
+bounded queue is a bounded added latency (lessons.md: backlogs that never drain).
+
+Import rule: standard library only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A ``notify`` placed after the audio queued before it (protocol.md s.5)."""
+
+    payload: Any
+
+
+Item = bytes | Marker
+
+
+class PlayoutBuffer:
+    __slots__ = ("_items", "_n_frames", "dropped_frames", "max_frames", "peak_frames")
+
+    def __init__(self, max_ms: int, frame_ms: int = 20) -> None:
+        if max_ms < frame_ms:
+            raise ValueError(f"playout buffer must hold at least one frame ({frame_ms} ms)")
+        self.max_frames = max_ms // frame_ms
+        self._items: deque[Item] = deque()
+        self._n_frames = 0
+        self.dropped_frames = 0
+        self.peak_frames = 0
+
+    @property
+    def frames(self) -> int:
+        """Audio frames queued (markers excluded)."""
+        return self._n_frames
+
+    @property
+    def room(self) -> int:
+        return self.max_frames - self._n_frames
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def push(self, frame: bytes) -> None:
+        """Queue one exact frame; drop the oldest frame when full."""
+        if self._n_frames >= self.max_frames:
+            self._drop_oldest_frame()
+        self._items.append(frame)
+        self._n_frames += 1
+        self.peak_frames = max(self.peak_frames, self._n_frames)
+
+    def mark(self, payload: Any) -> None:
+        self._items.append(Marker(payload))
+
+    def peek(self) -> Item:
+        return self._items[0]
+
+    def pop(self) -> Item:
+        item = self._items.popleft()
+        if not isinstance(item, Marker):
+            self._n_frames -= 1
+        return item
+
+    def clear(self) -> int:
+        """Drop everything (barge-in); returns the frames dropped. Markers go too."""
+        n = self._n_frames
+        self._items.clear()
+        self._n_frames = 0
+        return n
+
+    def _drop_oldest_frame(self) -> None:
+        for i, item in enumerate(self._items):
+            if not isinstance(item, Marker):
+                del self._items[i]
+                self._n_frames -= 1
+                self.dropped_frames += 1
+                return

@@ -1,0 +1,341 @@
+"""One call: the public object a handler receives, and the paths between it and the socket.
+
+A handler is ``async def handler(call: Call) -> None``. Inbound audio arrives as exact 20 ms
+int16 frames at the handler's rate; whatever the handler plays is resampled to the call's
+rate, cut into exact 20 ms frames and paced by the process-wide :class:`Scheduler`. The call
+never touches a socket: the server gives it a :class:`CallIO` with three synchronous
+methods, which keeps this module testable without a network.
+
+Import rule: asyncio, the standard library, ``bridge.audio``, ``bridge.protocol``,
+``bridge.pacing``; never websockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from bridge.audio.framing import ByteFramer, SampleFramer
+from bridge.audio.pcm import Samples, to_bytes, to_samples
+from bridge.audio.playout import PlayoutBuffer
+from bridge.audio.resample import Resampler
+from bridge.pacing import FRAME_NS, MS, Scheduler
+from bridge.protocol.vonage import (
+    Cleared,
+    Connected,
+    Event,
+    Notified,
+    build_clear,
+    build_notify,
+    frame_bytes,
+    frame_samples,
+)
+
+log = logging.getLogger("bridge.call")
+
+INBOUND_QUEUE_FRAMES = 50
+EVENT_QUEUE_MAX = 256
+_ID_KEYS = ("call", "call_id", "uuid", "conversation_uuid")
+
+Handler = Callable[["Call"], Awaitable[None]]
+
+
+class CallIO(Protocol):
+    """What a call needs from its transport; every method is synchronous and never blocks."""
+
+    def send_binary(self, data: bytes) -> None: ...
+
+    def send_text(self, text: str) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass
+class CallStats:
+    """Per-call figures, read by handlers, logs and the end-of-call summary."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    inbound_dropped: int = 0
+    inbound_gaps: int = 0
+    max_gap_ms: float = 0.0
+    jitter_ms: float = 0.0
+    clears: int = 0
+    last_clear_to_cleared_ms: float | None = None
+    notifies_sent: int = 0
+    notifies_heard: int = 0
+
+
+T = TypeVar("T")
+
+
+class _Inbox(Generic[T]):
+    """A bounded FIFO that one coroutine iterates; drops the oldest item when full.
+
+    Cheaper than ``asyncio.Queue`` on the per-frame path: no locks, one future only when the
+    consumer actually waits.
+    """
+
+    __slots__ = ("_closed", "_items", "_limit", "_waiter", "dropped")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[T] = deque()
+        self._limit = limit
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item: T) -> None:
+        if self._closed:
+            return
+        if len(self._items) >= self._limit:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(item)
+        self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def __aiter__(self) -> _Inbox[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        while not self._items:
+            if self._closed:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self._items.popleft()
+
+
+class Call:
+    """The handler's view of one phone call (see README, "Writing a handler")."""
+
+    def __init__(
+        self,
+        connected: Connected,
+        io: CallIO,
+        scheduler: Scheduler,
+        *,
+        pipeline_rate: int | None = None,
+        playout_max_ms: int = 2000,
+    ) -> None:
+        self.rate = connected.sample_rate
+        self.pipeline_rate = pipeline_rate or connected.sample_rate
+        self.metadata: Mapping[str, Any] = connected.metadata
+        self.query: Mapping[str, str] = connected.query
+        self.id = _call_id(connected)
+        self.stats = CallStats()
+        self._io = io
+        self._scheduler = scheduler
+        self._clock = scheduler.clock
+        self._frame_bytes = frame_bytes(self.rate)
+        self._in_framer = ByteFramer(self._frame_bytes)
+        self._resample_in = Resampler(self.rate, self.pipeline_rate)
+        self._resample_out = Resampler(self.pipeline_rate, self.rate)
+        self._same_rate = self.pipeline_rate == self.rate
+        self._pipe_framer = SampleFramer(frame_samples(self.pipeline_rate))
+        self._out_framer = SampleFramer(frame_samples(self.rate))
+        self._audio: _Inbox[Samples] = _Inbox(INBOUND_QUEUE_FRAMES)
+        self._events: _Inbox[Event] = _Inbox(EVENT_QUEUE_MAX)
+        self._room_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._clear_sent_ns: int | None = None
+        self._last_arrival_ns: int | None = None
+        self._ended = False
+        self._hung_up = False
+        self._stream = scheduler.open_stream(
+            PlayoutBuffer(playout_max_ms), self._send_frame, self._send_marker
+        )
+        self._stream.on_room = self._on_room
+
+    # --- the handler's API ---------------------------------------------------------------
+
+    def audio(self) -> AsyncIterator[Samples]:
+        """Caller audio: int16 frames of 20 ms at ``pipeline_rate``; ends when the call ends.
+
+        If the handler falls more than a second behind, the oldest frames are dropped and
+        counted in ``stats.inbound_dropped`` rather than growing memory.
+        """
+        return self._audio
+
+    def events(self) -> AsyncIterator[Event]:
+        """DTMF, notify and cleared events in arrival order; ends when the call ends."""
+        return self._events
+
+    async def play(self, audio: Samples | bytes) -> None:
+        """Queue audio at ``pipeline_rate`` for the caller; waits while the queue is full.
+
+        Any length is accepted: it is resampled to the call's rate, cut into exact 20 ms
+        frames (the remainder waits for the next call, or is padded by :meth:`flush`) and sent
+        on the pacing schedule.
+        """
+        samples = to_samples(audio) if isinstance(audio, bytes | bytearray) else audio
+        if self._hung_up or self._ended:
+            return
+        out = samples if self._same_rate else self._resample_out.process(samples)
+        for frame in self._out_framer.push(out):
+            while self._stream.buffer.room <= 0 and not self._ended:
+                await self._wait_room()
+            if self._ended:
+                return
+            self._scheduler.push(self._stream, to_bytes(frame))
+
+    async def flush(self) -> None:
+        """Send the last partial frame, zero-padded (end of a prompt or of the call)."""
+        if not self._same_rate:
+            tail = self._resample_out.flush()
+            for frame in self._out_framer.push(tail):
+                self._scheduler.push(self._stream, to_bytes(frame))
+        last = self._out_framer.flush()
+        if last is not None and not self._ended:
+            self._scheduler.push(self._stream, to_bytes(last))
+
+    async def drain(self) -> None:
+        """Wait until everything queued has been sent to the caller."""
+        while self._stream.buffer and not self._ended:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
+
+    def clear(self) -> None:
+        """Barge-in: drop our queued audio AND tell Vonage to drop what it has buffered."""
+        self._stream.clear()
+        self._out_framer.clear()
+        self._resample_out.reset()
+        self.stats.clears += 1
+        self._clear_sent_ns = self._clock.now_ns()
+        if not self._ended:
+            self._io.send_text(build_clear())
+
+    def notify(self, payload: Any) -> None:
+        """Place a marker after the audio queued so far; ``Notified`` comes back when heard."""
+        self._scheduler.mark(self._stream, payload)
+
+    def hangup(self, code: int = 1000, reason: str = "") -> None:
+        """End the call now (queued audio is dropped; call :meth:`drain` first to keep it)."""
+        if self._hung_up or self._ended:
+            return
+        self._hung_up = True
+        self._io.close(code, reason)
+
+    @property
+    def queued_ms(self) -> int:
+        """Audio queued in bridge, not yet sent to Vonage."""
+        return self._stream.queued_ms()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    # --- the transport's side ----------------------------------------------------------
+
+    def feed_audio(self, data: bytes) -> None:
+        """A binary message from Vonage: re-framed, measured, resampled, queued."""
+        now = self._clock.now_ns()
+        for frame in self._in_framer.push(data):
+            self._measure_arrival(now)
+            self.stats.frames_in += 1
+            samples = to_samples(frame)
+            if self._same_rate:
+                self._audio.put(samples)
+            else:
+                for piece in self._pipe_framer.push(self._resample_in.process(samples)):
+                    self._audio.put(piece)
+        self.stats.inbound_dropped = self._audio.dropped
+
+    def feed_event(self, event: Event) -> None:
+        if isinstance(event, Cleared) and self._clear_sent_ns is not None:
+            self.stats.last_clear_to_cleared_ms = (self._clock.now_ns() - self._clear_sent_ns) / MS
+            self._clear_sent_ns = None
+        elif isinstance(event, Notified):
+            self.stats.notifies_heard += 1
+        self._events.put(event)
+
+    def end(self) -> None:
+        """The socket is gone: finish the iterators and wake anyone waiting."""
+        if self._ended:
+            return
+        self._ended = True
+        self._stream.closed = True
+        self._stream.buffer.clear()
+        self._audio.close()
+        self._events.close()
+        self._on_room()
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _send_frame(self, frame: bytes) -> None:
+        self.stats.frames_out += 1
+        self._io.send_binary(frame)
+
+    def _send_marker(self, payload: Any) -> None:
+        self.stats.notifies_sent += 1
+        self._io.send_text(build_notify(payload))
+
+    async def _wait_room(self) -> None:
+        self._room_waiter = asyncio.get_running_loop().create_future()
+        await self._room_waiter
+
+    def _on_room(self) -> None:
+        for name in ("_room_waiter", "_drain_waiter"):
+            waiter: asyncio.Future[None] | None = getattr(self, name)
+            if waiter is None:
+                continue
+            if name == "_drain_waiter" and self._stream.buffer and not self._ended:
+                continue
+            setattr(self, name, None)
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _measure_arrival(self, now_ns: int) -> None:
+        last = self._last_arrival_ns
+        self._last_arrival_ns = now_ns
+        if last is None:
+            return
+        gap_ms = (now_ns - last) / MS
+        self.stats.max_gap_ms = max(self.stats.max_gap_ms, gap_ms)
+        if now_ns - last > 2 * FRAME_NS:
+            self.stats.inbound_gaps += 1
+        # RFC 3550 interarrival jitter against the nominal 20 ms spacing.
+        deviation = abs(gap_ms - FRAME_NS / MS)
+        self.stats.jitter_ms += (deviation - self.stats.jitter_ms) / 16
+
+    def summary(self) -> dict[str, Any]:
+        """End-of-call figures for the log line."""
+        s = self.stats
+        return {
+            "call_id": self.id,
+            "rate": self.rate,
+            "frames_in": s.frames_in,
+            "frames_out": s.frames_out,
+            "inbound_dropped": s.inbound_dropped,
+            "inbound_gaps": s.inbound_gaps,
+            "max_gap_ms": round(s.max_gap_ms, 2),
+            "jitter_ms": round(s.jitter_ms, 3),
+            "underrun_frames": self._stream.underrun_slots,
+            "playout_dropped": self._stream.buffer.dropped_frames,
+            "clears": s.clears,
+        }
+
+
+def _call_id(connected: Connected) -> str:
+    for source in (connected.query, connected.metadata):
+        for key in _ID_KEYS:
+            value = source.get(key)
+            if isinstance(value, str) and value:
+                return value[:64]
+    return uuid.uuid4().hex

@@ -1,0 +1,92 @@
+"""The ``bridge`` command: ``serve``, and the simulator's ``call`` and ``load``.
+
+A mistake on the command line prints one line (``bridge: error: ...``) and exits 2; no
+traceback ever reaches a user for a bad argument.
+
+Import rule: may import anything in the package; nothing imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from bridge import __version__
+from bridge.config import ServerConfig, add_config_arguments, config_from
+from bridge.errors import ConfigError
+from bridge.handlers import HANDLERS
+from bridge.logs import setup_logging
+from bridge.server import serve
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; we print the error alone, as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"bridge: error: {message}\n")
+        sys.exit(2)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    config: ServerConfig = config_from(args)
+    setup_logging(config.log_level, config.log_format)
+    _run(_serve_until_signal(config))
+    return 0
+
+
+async def _serve_until_signal(config: ServerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await serve(config, HANDLERS[config.mode], stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _run(coro: object) -> None:
+    """Run on uvloop where it is installed (it is a runtime dependency on Linux)."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - only on platforms without uvloop
+        asyncio.run(coro)  # type: ignore[arg-type]
+    else:
+        uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="bridge", description="Websocket audio bridge for Vonage calls.")
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    serve_parser = sub.add_parser("serve", help="run the bridge server")
+    add_config_arguments(serve_parser)
+    serve_parser.set_defaults(func=_run_serve)
+    from bridge.simulator import add_subcommands  # noqa: PLC0415
+
+    add_subcommands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"bridge: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,110 @@
+"""Small named helpers shared by the integration tests.
+
+Real-time waits are expressed through :func:`wait_s`, scaled by ``BRIDGE_TEST_TIME_SCALE`` so
+a slow CI machine can stretch them without editing tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bridge.call import Handler
+from bridge.config import ServerConfig
+from bridge.handlers import echo
+from bridge.server import BridgeServer
+
+TIME_SCALE = float(os.environ.get("BRIDGE_TEST_TIME_SCALE", "1.0"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_s(seconds: float) -> float:
+    return seconds * TIME_SCALE
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    handler: Handler = echo, **settings: object
+) -> AsyncIterator[BridgeServer]:
+    """A real bridge server on 127.0.0.1, port chosen by the OS, in this test's loop."""
+    config = ServerConfig(**{"port": 0, **settings})  # type: ignore[arg-type]
+    server = BridgeServer(config, handler)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def url_of(server: BridgeServer, path: str = "/socket", query: str = "") -> str:
+    return f"ws://127.0.0.1:{server.port}{path}{'?' + query if query else ''}"
+
+
+@dataclass
+class ServerProcess:
+    """``bridge serve`` as a child process; its JSON log lines are collected."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    lines: list[dict[str, object]] = field(default_factory=list)
+
+    reader: threading.Thread | None = None
+
+    def drain_stderr(self) -> None:
+        """Read log lines as they come, so a chatty server never blocks on a full pipe."""
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            with contextlib.suppress(ValueError):
+                self.lines.append(json.loads(raw))
+
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Send ``sig`` (``None``: just wait) and return the exit status."""
+        if sig is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=wait_s(timeout))
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        if self.reader is not None:
+            self.reader.join(timeout=wait_s(5))
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return code
+
+    def messages(self) -> list[str]:
+        return [str(line.get("msg")) for line in self.lines]
+
+
+def start_server_process(args: Sequence[str] = ()) -> ServerProcess:
+    """Start ``python -m bridge serve --port 0`` and read the bound URL from its log."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "serve", "--port", "0", "--log-format", "json", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    lines: list[dict[str, object]] = []
+    for raw in proc.stderr:
+        with contextlib.suppress(ValueError):
+            line = json.loads(raw)
+            lines.append(line)
+            if line.get("msg") == "listening":
+                server = ServerProcess(proc, str(line["url"]), lines)
+                server.reader = threading.Thread(target=server.drain_stderr, daemon=True)
+                server.reader.start()
+                return server
+    proc.wait()
+    raise RuntimeError(f"bridge serve exited with {proc.returncode} before listening")

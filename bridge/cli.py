@@ -21,7 +21,9 @@ from bridge.config import ServerConfig, add_config_arguments, config_from
 from bridge.errors import ConfigError
 from bridge.handlers import HANDLERS
 from bridge.logs import setup_logging
+from bridge.ncco_cli import add_subcommand as add_ncco_subcommand
 from bridge.server import serve
+from bridge.simulator import add_subcommands
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -64,13 +66,14 @@ def _run(coro: object) -> None:
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="bridge", description="Websocket audio bridge for Vonage calls.")
     parser.add_argument("--version", action="version", version=f"bridge {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", required=True, parser_class=OneLineParser
+    )
     serve_parser = sub.add_parser("serve", help="run the bridge server")
     add_config_arguments(serve_parser)
     serve_parser.set_defaults(func=_run_serve)
-    from bridge.simulator import add_subcommands  # noqa: PLC0415
-
     add_subcommands(sub)
+    add_ncco_subcommand(sub)
     return parser
 
 

@@ -82,22 +82,26 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):
-            raise ConfigError(f"--path must start with '/', got {self.path!r}")
+            raise ConfigError(f"--path (BRIDGE_PATH) must start with '/', got {self.path!r}")
         if not 0 <= self.port <= 65535:
-            raise ConfigError(f"--port must be 0-65535, got {self.port}")
+            raise ConfigError(f"--port (BRIDGE_PORT) must be 0-65535, got {self.port}")
         if self.lead_ms < 0 or self.lead_ms > 1000:
-            raise ConfigError(f"--lead-ms must be 0-1000, got {self.lead_ms}")
+            raise ConfigError(f"--lead-ms (BRIDGE_LEAD_MS) must be 0-1000, got {self.lead_ms}")
         if self.playout_max_ms < 20:
-            raise ConfigError(f"--playout-max-ms must be at least 20, got {self.playout_max_ms}")
+            raise ConfigError(
+                "--playout-max-ms (BRIDGE_PLAYOUT_MAX_MS) must be at least 20, "
+                f"got {self.playout_max_ms}"
+            )
         if self.max_message_bytes < 1024:
             raise ConfigError(
-                f"--max-message-bytes must be at least 1024, got {self.max_message_bytes}"
+                "--max-message-bytes (BRIDGE_MAX_MESSAGE_BYTES) must be at least 1024, "
+                f"got {self.max_message_bytes}"
             )
-        # "not >": NaN compares false with everything, and float("nan") parses fine.
+        # Written as a range so NaN (float("nan") parses fine) fails it too, as does inf.
         if not 0 < self.first_message_timeout_s < math.inf:
             raise ConfigError(
-                f"--first-message-timeout-s must be a positive number of seconds, "
-                f"got {self.first_message_timeout_s}"
+                "--first-message-timeout-s (BRIDGE_FIRST_MESSAGE_TIMEOUT_S) must be a positive "
+                f"number of seconds, got {self.first_message_timeout_s}"
             )
 
 

@@ -21,11 +21,12 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from bridge.audio.resample import Resampler
 from bridge.call import Call, Handler
 from bridge.config import ServerConfig
 from bridge.errors import Fault, PeerError
 from bridge.pacing import Clock, MonotonicClock, Scheduler
-from bridge.protocol.vonage import parse_connected, parse_event
+from bridge.protocol.vonage import SUPPORTED_RATES, parse_connected, parse_event
 
 log = logging.getLogger("bridge.server")
 _ws_log = logging.getLogger("bridge.websocket")
@@ -85,6 +86,11 @@ class BridgeServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.config.pipeline_rate is not None:
+            # Filter design takes ~20 ms per rate pair; do it now, not on a live call.
+            for rate in SUPPORTED_RATES:
+                Resampler(rate, self.config.pipeline_rate)
+                Resampler(self.config.pipeline_rate, rate)
         self._server = await self._loop.create_server(
             lambda: CallConnection(self), self.config.host, self.config.port
         )

@@ -26,9 +26,7 @@ BYTES_PER_SAMPLE = 2
 DTMF_DIGITS = frozenset("0123456789*#")
 
 # ASCII only: ``\d`` would otherwise accept other scripts' digits (Arabic-Indic, ...).
-_CONTENT_TYPE = re.compile(
-    r"^\s*audio/l16\s*;\s*rate\s*=\s*(\d+)\s*$", re.IGNORECASE | re.ASCII
-)
+_CONTENT_TYPE = re.compile(r"^\s*audio/l16\s*;\s*rate\s*=\s*(\d+)\s*$", re.IGNORECASE | re.ASCII)
 
 
 def frame_samples(sample_rate: int) -> int:

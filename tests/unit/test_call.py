@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from bridge.audio.pcm import to_bytes, tone
+from bridge.audio.pcm import Samples, to_bytes, tone
 from bridge.call import Call
 from bridge.pacing import FakeClock, Scheduler
 from bridge.protocol.vonage import Cleared, Connected, Dtmf, Notified, parse_connected
@@ -156,13 +156,19 @@ async def test_notify_goes_out_after_the_audio_queued_before_it() -> None:
 
 
 async def test_pipeline_rate_resamples_both_ways_with_exact_frames() -> None:
-    call, io, clock, scheduler = make_call(rate=8000, pipeline_rate=16000)
+    call, io, clock, scheduler = make_call(rate=8000, pipeline_rate=16000, lead_ms=0)
     for frame in frames_of(10, rate=8000):
         call.feed_audio(frame)
-    call.end()
-    got = [f async for f in call.audio()]
-    assert all(len(f) == 320 for f in got)
-    assert len(got) in (9, 10)  # the resampler's delay may hold back part of a frame
+    got: list[Samples] = []
+    while len(got) < 9:
+        got.append(await anext(aiter(call.audio())))
+    assert all(len(f) == 320 for f in got)  # 20 ms at the pipeline rate
+    for piece in got:
+        await call.play(piece)
+        clock.advance_ms(20)
+        scheduler.service()
+    # Out at the call's rate: exact 20 ms frames of 8 kHz audio.
+    assert [len(f) for f in io.binaries()] == [320] * 9
 
 
 async def test_hangup_closes_once_and_events_arrive_in_order() -> None:

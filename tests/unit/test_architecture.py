@@ -1,0 +1,174 @@
+"""The import rules of architecture.md, checked on the source with ``ast``.
+
+Dependencies point inward: the sans-I/O core (protocol, audio, pacing, errors, config, logs)
+imports neither asyncio nor websockets, not even through another bridge module; only the
+server and the simulator (and a future ``bridge/transport``) speak websockets; soxr lives in
+one module; and nobody reads the wall clock with ``time.time()``.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "bridge"
+
+# The sans-I/O core: no event loop, no sockets, directly or through other bridge modules.
+CORE_PREFIXES = (
+    "bridge.protocol",
+    "bridge.audio",
+    "bridge.pacing",
+    "bridge.errors",
+    "bridge.config",
+    "bridge.logs",
+)
+WEBSOCKETS_ALLOWED = ("bridge.server", "bridge.simulator", "bridge.transport")
+SOXR_ALLOWED = ("bridge.audio.resample",)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE_DIR.rglob("*.py"))}
+
+
+def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def imports_of(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Every module named by an import anywhere in ``source`` (function bodies included).
+
+    ``from a.b import c`` yields ``a.b`` and ``a.b.c`` (``c`` may be a submodule); relative
+    imports are resolved against ``module``.
+    """
+    found: set[str] = set()
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+@cache
+def _direct_imports(module: str) -> frozenset[str]:
+    path = _modules()[module]
+    return frozenset(imports_of(path.read_text(), module, path.name == "__init__.py"))
+
+
+def _top_level(names: frozenset[str] | set[str]) -> set[str]:
+    return {name.split(".")[0] for name in names}
+
+
+def _with_parents(name: str) -> list[str]:
+    """Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` first."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _reachable(module: str) -> set[str]:
+    """``module`` and every bridge module importing it runs, transitively."""
+    known = _modules()
+    seen: set[str] = set()
+    todo = _with_parents(module)
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in known:
+            continue
+        seen.add(current)
+        for name in _direct_imports(current):
+            todo.extend(_with_parents(name))
+    return seen
+
+
+# --- the collector itself ---------------------------------------------------------------
+
+
+def test_import_collector_sees_every_form() -> None:
+    source = """
+import asyncio.tasks
+from websockets.server import ServerProtocol
+from . import pcm
+from ..errors import PeerError
+
+def later():
+    import soxr
+"""
+    found = imports_of(source, "bridge.audio.framing")
+    assert {"asyncio", "websockets", "soxr"} <= _top_level(found)
+    assert "bridge.audio.pcm" in found
+    assert "bridge.errors" in found
+    assert "bridge.errors" in imports_of("from .errors import X", "bridge", is_package=True)
+    assert _with_parents("bridge.audio.pcm") == ["bridge", "bridge.audio", "bridge.audio.pcm"]
+
+
+def test_the_package_is_where_we_think() -> None:
+    modules = _modules()
+    for expected in (
+        "bridge.protocol.vonage",
+        "bridge.audio.framing",
+        "bridge.pacing",
+        "bridge.config",
+        "bridge.server",
+        "bridge.call",
+    ):
+        assert expected in modules
+
+
+# --- the rules ---------------------------------------------------------------------------
+
+
+def _core_modules() -> list[str]:
+    return [m for m in _modules() if _matches(m, CORE_PREFIXES)]
+
+
+@pytest.mark.parametrize("module", _core_modules())
+def test_core_imports_no_asyncio_or_websockets(module: str) -> None:
+    for reached in sorted(_reachable(module)):
+        forbidden = _top_level(_direct_imports(reached)) & {"asyncio", "websockets"}
+        assert not forbidden, f"{module} reaches {sorted(forbidden)} through {reached}"
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_only_server_and_simulator_import_websockets(module: str) -> None:
+    if _matches(module, WEBSOCKETS_ALLOWED):
+        return
+    assert "websockets" not in _top_level(_direct_imports(module)), module
+
+
+@pytest.mark.parametrize(
+    "module", [m for m in _modules() if _matches(m, ("bridge.call", "bridge.handlers"))]
+)
+def test_call_and_handlers_never_reach_websockets(module: str) -> None:
+    for reached in sorted(_reachable(module)):
+        assert "websockets" not in _top_level(_direct_imports(reached)), (module, reached)
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_soxr_is_imported_only_by_the_resampler(module: str) -> None:
+    if _matches(module, SOXR_ALLOWED):
+        return
+    assert "soxr" not in _top_level(_direct_imports(module)), module
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_no_wall_clock(module: str) -> None:
+    source = _modules()[module].read_text()
+    assert "time.time(" not in source, f"{module} reads the wall clock; use a Clock"

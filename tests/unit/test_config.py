@@ -1,0 +1,183 @@
+"""Settings: one dataclass, CLI over BRIDGE_* environment over defaults, clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from bridge.config import ServerConfig, add_config_arguments, config_from, env_name
+from bridge.errors import ConfigError
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bridge serve", exit_on_error=False)
+    add_config_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def _config(argv: list[str], environ: dict[str, str] | None = None) -> ServerConfig:
+    config = config_from(_parse(argv), environ=environ or {})
+    assert isinstance(config, ServerConfig)
+    return config
+
+
+def test_defaults() -> None:
+    config = _config([])
+    assert config == ServerConfig()
+    assert (config.host, config.port, config.path) == ("127.0.0.1", 8080, "/socket")
+    assert config.mode == "echo"
+    assert config.pipeline_rate is None
+    assert config.lead_ms == 100
+    assert config.playout_max_ms == 2000
+    assert config.max_message_bytes == 65536
+    assert config.first_message_timeout_s == 5.0
+    assert config.lenient is False
+    assert (config.log_level, config.log_format) == ("info", "auto")
+
+
+def test_no_args_and_no_environment_gives_defaults() -> None:
+    assert config_from(None, environ={}) == ServerConfig()
+
+
+def test_process_environment_is_the_default_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_PORT", "9123")
+    assert config_from(_parse([])).port == 9123
+
+
+PRECEDENCE: list[tuple[list[str], dict[str, str], int]] = [
+    ([], {}, 8080),
+    ([], {"BRIDGE_PORT": "9000"}, 9000),
+    (["--port", "9100"], {}, 9100),
+    (["--port", "9100"], {"BRIDGE_PORT": "9000"}, 9100),
+    (["--port", "0"], {"BRIDGE_PORT": "9000"}, 0),
+]
+
+
+@pytest.mark.parametrize(("argv", "environ", "port"), PRECEDENCE)
+def test_cli_over_env_over_default(argv: list[str], environ: dict[str, str], port: int) -> None:
+    assert _config(argv, environ).port == port
+
+
+def test_every_field_can_come_from_cli_or_env() -> None:
+    values = {
+        "host": ("0.0.0.0", "0.0.0.0"),
+        "port": ("9001", 9001),
+        "path": ("/voice", "/voice"),
+        "mode": ("echo", "echo"),
+        "pipeline_rate": ("24000", 24000),
+        "lead_ms": ("60", 60),
+        "playout_max_ms": ("500", 500),
+        "max_message_bytes": ("4096", 4096),
+        "first_message_timeout_s": ("2.5", 2.5),
+        "log_level": ("debug", "debug"),
+        "log_format": ("json", "json"),
+    }
+    names = {f.name for f in dataclasses.fields(ServerConfig)}
+    assert names == set(values) | {"lenient"}, "a new field needs a line in this test"
+    argv: list[str] = ["--lenient"]
+    environ = {"BRIDGE_LENIENT": "yes"}
+    for name, (raw, _) in values.items():
+        argv += ["--" + name.replace("_", "-"), raw]
+        environ[env_name(name)] = raw
+    for config in (_config(argv), _config([], environ)):
+        for name, (_, value) in values.items():
+            assert getattr(config, name) == value, name
+        assert config.lenient is True
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        (" on ", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+        ("", False),
+    ],
+)
+def test_boolean_env_values(raw: str, expected: bool) -> None:
+    assert _config([], {"BRIDGE_LENIENT": raw}).lenient is expected
+
+
+BAD_VALUES: list[tuple[list[str], dict[str, str], str]] = [
+    ([], {"BRIDGE_PORT": "eighty"}, "BRIDGE_PORT"),
+    (["--port", "eighty"], {}, "--port"),
+    ([], {"BRIDGE_LEAD_MS": "1.5"}, "BRIDGE_LEAD_MS"),
+    ([], {"BRIDGE_LENIENT": "maybe"}, "BRIDGE_LENIENT"),
+    ([], {"BRIDGE_PIPELINE_RATE": "44100"}, "BRIDGE_PIPELINE_RATE"),
+    (["--pipeline-rate", "44100"], {}, "--pipeline-rate"),
+    (["--mode", "karaoke"], {}, "--mode"),
+    ([], {"BRIDGE_LOG_LEVEL": "loud"}, "BRIDGE_LOG_LEVEL"),
+    ([], {"BRIDGE_FIRST_MESSAGE_TIMEOUT_S": "soon"}, "BRIDGE_FIRST_MESSAGE_TIMEOUT_S"),
+    # a bad env value is not reached when the CLI gives the setting
+    (["--lead-ms", "x"], {"BRIDGE_LEAD_MS": "50"}, "--lead-ms"),
+]
+
+
+@pytest.mark.parametrize(("argv", "environ", "named"), BAD_VALUES)
+def test_bad_value_names_its_source(argv: list[str], environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        _config(argv, environ)
+
+
+def test_cli_value_hides_a_bad_env_value() -> None:
+    assert _config(["--port", "1234"], {"BRIDGE_PORT": "eighty"}).port == 1234
+
+
+INVALID: list[tuple[list[str], str]] = [
+    (["--port", "70000"], "--port"),
+    (["--port", "-1"], "--port"),
+    (["--path", "socket"], "--path"),
+    (["--lead-ms", "-1"], "--lead-ms"),
+    (["--lead-ms", "1001"], "--lead-ms"),
+    (["--playout-max-ms", "19"], "--playout-max-ms"),
+    (["--max-message-bytes", "100"], "--max-message-bytes"),
+    (["--first-message-timeout-s", "0"], "--first-message-timeout-s"),
+    (["--first-message-timeout-s", "-3"], "--first-message-timeout-s"),
+    (["--first-message-timeout-s", "nan"], "--first-message-timeout-s"),
+    (["--first-message-timeout-s", "inf"], "--first-message-timeout-s"),
+]
+
+
+@pytest.mark.parametrize(("argv", "named"), INVALID)
+def test_invalid_values_raise_config_error(argv: list[str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        _config(argv)
+
+
+@pytest.mark.parametrize(("argv", "named"), INVALID)
+def test_invalid_env_values_name_the_env_var(argv: list[str], named: str) -> None:
+    flag, raw = argv
+    env = "BRIDGE_" + flag.removeprefix("--").replace("-", "_").upper()
+    with pytest.raises(ConfigError, match=env):
+        _config([], {env: raw})
+
+
+def test_invalid_values_are_refused_by_the_dataclass_itself() -> None:
+    with pytest.raises(ConfigError, match="--port"):
+        ServerConfig(port=70000)
+    with pytest.raises(ConfigError, match="--path"):
+        ServerConfig(path="socket")
+
+
+def test_every_field_has_help_and_an_env_var() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    help_text = parser.format_help()
+    for f in dataclasses.fields(ServerConfig):
+        assert f.metadata.get("help"), f"{f.name} has no help text"
+        assert env_name(f.name) == "BRIDGE_" + f.name.upper()
+        assert env_name(f.name) in help_text, f.name
+        assert "--" + f.name.replace("_", "-") in help_text, f.name
+
+
+def test_config_is_frozen() -> None:
+    config = ServerConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.port = 1  # type: ignore[misc]

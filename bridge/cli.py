@@ -19,7 +19,7 @@ from typing import NoReturn
 from bridge import __version__
 from bridge.config import ServerConfig, add_config_arguments, config_from
 from bridge.errors import ConfigError
-from bridge.handlers import HANDLERS
+from bridge.handlers import build_handler
 from bridge.logs import setup_logging
 from bridge.ncco_cli import add_subcommand as add_ncco_subcommand
 from bridge.server import serve
@@ -47,7 +47,7 @@ async def _serve_until_signal(config: ServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await serve(config, HANDLERS[config.mode], stop)
+        await serve(config, build_handler(config), stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -80,6 +80,10 @@ class ServerConfig:
         },
     )
 
+    # --- call modes: forward, transcribe, record, play (see bridge/handlers) ---
+
+    # --- production: auth, limits, lifecycle, webhooks, metrics, workers ---
+
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):
             raise ConfigError(f"--path (BRIDGE_PATH) must start with '/', got {self.path!r}")

@@ -1,22 +1,112 @@
 """What a call does. Each built-in mode is a handler written with the public API.
 
 A handler is ``async def handler(call: Call) -> None``; see ``bridge.call.Call``.
-:func:`build_handler` turns the server's config into the handler every call runs.
+:func:`build_handler` turns the server's config into the handler every call runs:
 
-Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.config``; never websockets
-(``forward`` reaches its upstream through ``bridge.upstream``).
+* the mode (``HANDLERS``): ``echo``, ``forward`` (``--upstream``), ``transcribe``
+  (``--transcripts``), ``play`` (``--play`` or ``--tone``, ``--barge-in``);
+* wrapped by ``record`` when ``--record-dir`` is given, whatever the mode.
+
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.config``, ``bridge.protocol``,
+``bridge.transcribe``; never websockets (``forward`` reaches its upstream through
+``bridge.upstream``, the one client handlers may use).
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 from bridge.call import Call, Handler
 from bridge.config import ServerConfig
 from bridge.handlers.echo import echo
+from bridge.handlers.forward import ForwardSettings, forward
+from bridge.handlers.play import PlaySettings, load_prompt, play
+from bridge.handlers.record import recorded
+from bridge.handlers.transcribe import transcribe
+from bridge.transcribe import AsrPool, check_available
+from bridge.upstream import UpstreamOptions
 
-HANDLERS: dict[str, Handler] = {"echo": echo}
+
+class BuiltHandler:
+    """A handler plus the process-wide resources it owns (the ASR workers), for ``close``."""
+
+    def __init__(self, handler: Handler, closers: list[Callable[[], None]] | None = None) -> None:
+        self.handler = handler
+        self._closers = closers or []
+
+    async def __call__(self, call: Call) -> None:
+        await self.handler(call)
+
+    def close(self) -> None:
+        """Release what the mode holds (stops ASR worker processes); idempotent."""
+        closers, self._closers = self._closers, []
+        for close in closers:
+            close()
 
 
-def build_handler(config: ServerConfig) -> Handler:
-    """The handler for ``config.mode`` with its settings bound."""
-    return HANDLERS[config.mode]
+def _echo(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
+    return echo
 
 
-__all__ = ["HANDLERS", "Call", "Handler", "build_handler", "echo"]
+def _forward(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
+    assert config.upstream is not None  # ServerConfig checks it for --mode forward
+    options = UpstreamOptions(
+        url=config.upstream,
+        buffer_ms=config.upstream_buffer_ms,
+        replay_max_ms=config.upstream_replay_max_ms,
+        max_attempts=config.upstream_max_attempts,
+        backoff_ms=config.upstream_backoff_ms,
+        timeout_s=config.upstream_timeout_s,
+    )
+    return forward(
+        ForwardSettings(
+            upstream=options,
+            upstream_rate=config.upstream_rate,
+            hello=config.upstream_hello,
+            log_dir=Path(config.transcripts) if config.transcripts else None,
+        )
+    )
+
+
+def _transcribe(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
+    assert config.transcripts is not None  # ServerConfig checks it for --mode transcribe
+    check_available()
+    pool = AsrPool()
+    closers.append(pool.close)
+    return transcribe(pool, Path(config.transcripts))
+
+
+def _play(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
+    if config.play is not None:
+        settings = PlaySettings(
+            prompt=load_prompt(config.play), name=Path(config.play).name, barge_in=config.barge_in
+        )
+    else:
+        settings = PlaySettings(tone_hz=config.tone, barge_in=config.barge_in)
+    return play(settings)
+
+
+#: Each mode's builder: settings from the config in, the handler out.
+HANDLERS: dict[str, Callable[[ServerConfig, list[Callable[[], None]]], Handler]] = {
+    "echo": _echo,
+    "forward": _forward,
+    "transcribe": _transcribe,
+    "play": _play,
+}
+
+
+def build_handler(config: ServerConfig) -> BuiltHandler:
+    """The handler for ``config.mode`` with its settings bound, recorded if asked.
+
+    Raises ``ConfigError`` for what only shows when building (an unreadable ``--play``
+    file, pocketsphinx missing). Call ``close()`` on the result when the server stops.
+    """
+    closers: list[Callable[[], None]] = []
+    handler = HANDLERS[config.mode](config, closers)
+    if config.record_dir:
+        handler = recorded(handler, Path(config.record_dir))
+    return BuiltHandler(handler, closers)
+
+
+__all__ = ["HANDLERS", "BuiltHandler", "Call", "Handler", "build_handler", "echo"]

@@ -1,0 +1,89 @@
+"""Per-call files: safe names from call ids, and the JSON-lines event log.
+
+A call id comes from the query string or the first message, which the NCCO's author controls
+but bridge does not: it is reduced to ``[A-Za-z0-9._-]`` before it names a file, and a name
+already taken gets a ``-2``, ``-3``... suffix (two calls with one id never share a file).
+
+Import rule: standard library and ``bridge.call`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from bridge.call import Call
+
+log = logging.getLogger("bridge.calllog")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_NAME = 64
+NS_PER_S = 1_000_000_000
+
+
+def safe_name(call_id: str) -> str:
+    """A file name stem for ``call_id``: no separators, no leading dot, never empty."""
+    name = _UNSAFE.sub("_", call_id)[:MAX_NAME].lstrip(".")
+    return name or "call"
+
+
+def reserve_path(directory: Path, call_id: str, suffix: str) -> Path:
+    """Create ``directory/<safe id><suffix>`` empty (or ``-2``, ``-3``...), never overwriting."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = safe_name(call_id)
+    for n in range(1, 10_000):
+        path = directory / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
+        try:
+            path.open("x").close()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free file name for call {call_id!r} in {directory}")
+
+
+class CallLog:
+    """``DIR/<call id>.jsonl``: one JSON object per line, flushed per line.
+
+    Every line has ``call_id``, ``type``, ``at`` (UTC wall-clock time, ISO 8601) and ``t``
+    (seconds since the call started, on the call's monotonic clock).
+    """
+
+    def __init__(self, directory: Path, call: Call) -> None:
+        self.path = reserve_path(directory, call.id, ".jsonl")
+        self._file: IO[str] = self.path.open("w", encoding="utf-8")
+        self._call = call
+
+    def write(self, kind: str, **fields: Any) -> None:
+        if self._file.closed:
+            return
+        call = self._call
+        line = {
+            "call_id": call.id,
+            "type": kind,
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "t": round((call.clock.now_ns() - call.start_ns) / NS_PER_S, 3),
+            **fields,
+        }
+        self._file.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open_call_log(directory: Path | None, call: Call) -> CallLog | None:
+    """The call's JSON-lines log in ``directory``; ``None`` (logged) if it cannot be made."""
+    if directory is None:
+        return None
+    try:
+        return CallLog(directory, call)
+    except OSError as exc:
+        log.error(
+            "cannot write the call's event log; going on without it",
+            extra={"call_id": call.id, "dir": str(directory), "error": str(exc)},
+        )
+        return None

@@ -1,0 +1,281 @@
+"""Forward: stream the caller to an upstream websocket and play what it sends back.
+
+Written with the public handler API only (plus ``bridge.upstream`` for the link):
+
+* caller audio (``call.audio()``) is resampled to the upstream's rate and sent as exact 20 ms
+  binary frames of 16-bit PCM through an :class:`~bridge.upstream.UpstreamLink`, which
+  survives upstream failures without losing audio;
+* binary messages from the upstream, any size (odd byte counts carried over), are resampled
+  to the call and queued for :meth:`Call.play`, which frames and paces them;
+* text from the upstream is logged (``--transcripts DIR``: one JSON line each); a
+  ``{"action":"clear"}`` drops bridge's queued audio and clears Vonage's buffer, a
+  ``{"action":"notify","payload":...}`` becomes a marker behind the audio sent before it;
+* Vonage's events (DTMF, notify, cleared) go up to the upstream as the same JSON text Vonage
+  uses, in order with the audio.
+
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.protocol``, ``bridge.upstream``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from bridge.audio.framing import SampleFramer
+from bridge.audio.pcm import Samples, to_bytes, to_samples
+from bridge.audio.resample import Resampler
+from bridge.call import Call, Handler
+from bridge.handlers.calllog import open_call_log
+from bridge.protocol.vonage import Cleared, Dtmf, Event, Notified, content_type, frame_samples
+from bridge.upstream import Item, UpstreamLink, UpstreamOptions
+
+log = logging.getLogger("bridge.forward")
+
+#: Audio from the upstream waiting to be played (a bot may send a whole answer at once);
+#: Vonage's own buffer is about 60 s (protocol.md s.4). Beyond it the oldest is dropped.
+PLAY_QUEUE_MAX_S = 60
+#: Upstream text shown in a log line is cut to this many characters.
+LOG_TEXT_CHARS = 300
+UPSTREAM_UNAVAILABLE = 1011
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    upstream: UpstreamOptions
+    #: Rate of the audio both ways on the link; ``None``: the call's rate.
+    upstream_rate: int | None = None
+    #: First text message on each connection (see :func:`render_hello`).
+    hello: str | None = None
+    #: Where ``<call id>.jsonl`` event logs go; ``None``: upstream text goes to the log.
+    log_dir: Path | None = None
+
+
+def forward(settings: ForwardSettings) -> Handler:
+    """The ``--mode forward`` handler with its settings bound."""
+
+    async def forward_call(call: Call) -> None:
+        await Forwarder(call, settings).run()
+
+    return forward_call
+
+
+def render_hello(template: str, call: Call, upstream_rate: int) -> str:
+    """Fill ``$name`` / ``${name}`` from the call; values are JSON-escaped (no quotes added).
+
+    Names: ``call_id``, ``rate`` (the upstream's), ``call_rate``, ``content_type`` (of the
+    upstream audio), and every metadata and query key that is an identifier (metadata wins);
+    a name the call lacks becomes empty and is logged.
+    """
+    values: dict[str, str] = {}
+    for source in (call.query, call.metadata):
+        for key, value in source.items():
+            if isinstance(key, str) and key.isidentifier():
+                values[key] = value if isinstance(value, str) else json.dumps(value)
+    values.update(
+        call_id=call.id,
+        rate=str(upstream_rate),
+        call_rate=str(call.rate),
+        content_type=content_type(upstream_rate),
+    )
+    escaped = {key: json.dumps(value, ensure_ascii=False)[1:-1] for key, value in values.items()}
+    text = Template(template)
+    missing = [name for name in text.get_identifiers() if name not in escaped]
+    if missing:
+        log.warning(
+            "upstream hello names values this call lacks",
+            extra={"call_id": call.id, "missing": missing},
+        )
+    return text.safe_substitute({**dict.fromkeys(missing, ""), **escaped})
+
+
+def event_json(event: Event) -> str:
+    """A Vonage event as Vonage wrote it (protocol.md s.5), for the upstream."""
+    obj: dict[str, Any]
+    if isinstance(event, Dtmf):
+        obj = {"event": "websocket:dtmf", "digit": event.digit}
+        if event.duration_ms is not None:
+            obj["duration"] = event.duration_ms
+    elif isinstance(event, Notified):
+        obj = {"event": "websocket:notify", "payload": event.payload}
+    else:
+        assert isinstance(event, Cleared)
+        obj = {"event": "websocket:cleared"}
+    return json.dumps(obj, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    payload: Any
+
+
+class _Player:
+    """Plays the upstream's audio into the call, in order with its notify markers.
+
+    A queue of its own (rather than awaiting ``play`` in the link's reader) keeps the link
+    reading while the call's outbound queue is full, so a ``clear`` sent after a long answer
+    takes effect at once instead of after the answer.
+    """
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+        self._queue: deque[Samples | _Mark] = deque()
+        self._queued = 0
+        self._max = PLAY_QUEUE_MAX_S * call.pipeline_rate
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped_samples = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def put_audio(self, samples: Samples) -> None:
+        if not len(samples):
+            return
+        self._queue.append(samples)
+        self._queued += len(samples)
+        while self._queued > self._max:
+            for i, item in enumerate(self._queue):
+                if not isinstance(item, _Mark):
+                    del self._queue[i]
+                    self._queued -= len(item)
+                    self.dropped_samples += len(item)
+                    break
+        self._wake.set()
+
+    def put_marker(self, payload: Any) -> None:
+        self._queue.append(_Mark(payload))
+        self._wake.set()
+
+    def clear(self) -> None:
+        """Barge-in: drop our queue and the call's, and tell Vonage to drop its buffer."""
+        self.stop()  # it may be inside play(): cancelled there, it pushes nothing more
+        self._queue.clear()
+        self._queued = 0
+        self._call.clear()
+        self.start()
+
+    async def _run(self) -> None:
+        call = self._call
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            item = self._queue.popleft()
+            if isinstance(item, _Mark):
+                call.notify(item.payload)
+            else:
+                self._queued -= len(item)
+                await call.play(item)
+
+
+class Forwarder:
+    """One call's forwarding: the caller to the link, the link to the caller."""
+
+    def __init__(self, call: Call, settings: ForwardSettings) -> None:
+        self.call = call
+        self.rate = settings.upstream_rate or call.rate
+        self._to_upstream = Resampler(call.pipeline_rate, self.rate)
+        self._framer = SampleFramer(frame_samples(self.rate))
+        self._from_upstream = Resampler(self.rate, call.pipeline_rate)
+        self._odd_byte = b""
+        self._log = open_call_log(settings.log_dir, call)
+        self._player = _Player(call)
+        hello = settings.hello
+        self.link = UpstreamLink(
+            settings.upstream,
+            on_message=self._on_message,
+            on_give_up=self._on_give_up,
+            hello=None if hello is None else render_hello(hello, call, self.rate),
+            call_id=call.id,
+        )
+        # /metrics reads reconnects and replayed/lost audio from here while the call runs.
+        call.upstream_stats = self.link.stats
+
+    async def run(self) -> None:
+        call = self.call
+        self.link.start()
+        self._player.start()
+        events = asyncio.get_running_loop().create_task(self._pass_events())
+        try:
+            async for frame in call.audio():
+                self._send(self._to_upstream.process(frame))
+            self._send(self._to_upstream.flush())
+            last = self._framer.flush()
+            if last is not None:
+                self.link.send_audio(to_bytes(last))
+        finally:
+            events.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await events
+            await self.link.close()
+            self._player.stop()
+            if self._log is not None:
+                self._log.close()
+            log.info(
+                "upstream link closed",
+                extra={
+                    "call_id": call.id,
+                    "upstream_audio_dropped_ms": self._player.dropped_samples
+                    * 1000
+                    // call.pipeline_rate,
+                    **self.link.stats.summary(),
+                },
+            )
+
+    def _send(self, samples: Samples) -> None:
+        for frame in self._framer.push(samples):
+            self.link.send_audio(to_bytes(frame))
+
+    async def _pass_events(self) -> None:
+        async for event in self.call.events():
+            text = event_json(event)
+            self.link.send_text(text)
+            if self._log is not None:
+                self._log.write("call", message=json.loads(text))
+
+    def _on_message(self, item: Item) -> None:
+        if isinstance(item, str):
+            self._on_text(item)
+            return
+        data = self._odd_byte + item if self._odd_byte else item
+        if len(data) % 2:
+            self._odd_byte, data = data[-1:], data[:-1]
+        else:
+            self._odd_byte = b""
+        if data:
+            self._player.put_audio(self._from_upstream.process(to_samples(data)))
+
+    def _on_text(self, text: str) -> None:
+        try:
+            message: Any = json.loads(text)
+        except ValueError:
+            message = None
+        if self._log is not None:
+            self._log.write("upstream", message=text if message is None else message)
+        else:
+            log.info(
+                "upstream message", extra={"call_id": self.call.id, "text": text[:LOG_TEXT_CHARS]}
+            )
+        if not isinstance(message, dict):
+            return
+        action = message.get("action")
+        if action == "clear":
+            self._from_upstream.reset()
+            self._odd_byte = b""
+            self._player.clear()
+        elif action == "notify":
+            self._player.put_marker(message.get("payload"))
+
+    def _on_give_up(self, reason: str) -> None:
+        self.call.hangup(UPSTREAM_UNAVAILABLE, "upstream unavailable")

@@ -17,13 +17,14 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from bridge.audio.framing import ByteFramer, SampleFramer
 from bridge.audio.pcm import Samples, to_bytes, to_samples
 from bridge.audio.playout import PlayoutBuffer
 from bridge.audio.resample import Resampler
+from bridge.heard import HeardPosition
 from bridge.pacing import FRAME_NS, MS, Scheduler
 from bridge.protocol.vonage import (
     Cleared,
@@ -40,9 +41,15 @@ log = logging.getLogger("bridge.call")
 
 INBOUND_QUEUE_FRAMES = 50
 EVENT_QUEUE_MAX = 256
+DEVIATION_BUCKETS = 256
+DEVIATION_BUCKET_MS = 0.25
 _ID_KEYS = ("call", "call_id", "uuid", "conversation_uuid")
 
 Handler = Callable[["Call"], Awaitable[None]]
+#: Sees every inbound frame at the call's rate, exactly as Vonage sent it (recorder, ASR).
+InboundTap = Callable[[bytes], None]
+#: Sees every frame sent to Vonage and its slot on the 20 ms send schedule.
+OutboundTap = Callable[[bytes, int], None]
 
 
 class CallIO(Protocol):
@@ -69,6 +76,14 @@ class CallStats:
     last_clear_to_cleared_ms: float | None = None
     notifies_sent: int = 0
     notifies_heard: int = 0
+    # For the end-of-call summary and bridge/metrics.py (read once a second, never per frame).
+    first_arrival_ns: int | None = None
+    last_arrival_ns: int | None = None
+    #: Per-frame |inter-arrival - 20 ms| in DEVIATION_BUCKET_MS buckets (last one: beyond).
+    deviation_counts: list[int] = field(default_factory=lambda: [0] * DEVIATION_BUCKETS)
+    #: Rare events waiting for the metrics sampler (bounded: a stalled sampler loses some).
+    pending_gaps_ms: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    pending_cleared_ms: deque[float] = field(default_factory=lambda: deque(maxlen=64))
 
 
 T = TypeVar("T")
@@ -125,6 +140,10 @@ class _Inbox(Generic[T]):
 class Call:
     """The handler's view of one phone call (see README, "Writing a handler")."""
 
+    #: Forward mode sets this to its link's counters (``bridge.upstream.LinkStats``) so the
+    #: metrics sampler can read reconnects, replayed and lost audio; ``None`` otherwise.
+    upstream_stats: Any = None
+
     def __init__(
         self,
         connected: Connected,
@@ -162,6 +181,16 @@ class Call:
             PlayoutBuffer(playout_max_ms), self._send_frame, self._send_marker
         )
         self._stream.on_room = self._on_room
+        #: The schedule's time origin: slot ``k`` plays from ``start_ns + k * 20 ms``.
+        self.start_ns = self._stream.start_ns
+        self.clock = self._clock
+        self._heard = HeardPosition(self._stream, self.rate, frame_samples(self.rate))
+        self._in_tap: InboundTap | None = None
+        self._out_tap: OutboundTap | None = None
+        self._end_callbacks: list[Callable[[], None]] = []
+        # Frames that arrived with the first message, before the handler could add a tap:
+        # kept until the handler reads audio() (a tap added before that sees them first).
+        self._early_in: list[bytes] | None = []
 
     # --- the handler's API ---------------------------------------------------------------
 
@@ -171,6 +200,7 @@ class Call:
         If the handler falls more than a second behind, the oldest frames are dropped and
         counted in ``stats.inbound_dropped`` rather than growing memory.
         """
+        self._early_in = None
         return self._audio
 
     def events(self) -> AsyncIterator[Event]:
@@ -196,14 +226,20 @@ class Call:
             self._scheduler.push(self._stream, to_bytes(frame))
 
     async def flush(self) -> None:
-        """Send the last partial frame, zero-padded (end of a prompt or of the call)."""
-        if not self._same_rate:
-            tail = self._resample_out.flush()
-            for frame in self._out_framer.push(tail):
-                self._scheduler.push(self._stream, to_bytes(frame))
+        """Send the last partial frame, zero-padded (end of a prompt or of the call).
+
+        Waits for room like :meth:`play`: a full queue would otherwise drop its oldest frame.
+        """
+        frames = [] if self._same_rate else self._out_framer.push(self._resample_out.flush())
         last = self._out_framer.flush()
-        if last is not None and not self._ended:
-            self._scheduler.push(self._stream, to_bytes(last))
+        if last is not None:
+            frames.append(last)
+        for frame in frames:
+            while self._stream.buffer.room <= 0 and not self._ended:
+                await self._wait_room()
+            if self._ended:
+                return
+            self._scheduler.push(self._stream, to_bytes(frame))
 
     async def drain(self) -> None:
         """Wait until everything queued has been sent to the caller."""
@@ -218,6 +254,7 @@ class Call:
         self._resample_out.reset()
         self.stats.clears += 1
         self._clear_sent_ns = self._clock.now_ns()
+        self._heard.on_clear(self._clear_sent_ns)
         if not self._ended:
             self._io.send_text(build_clear())
 
@@ -241,6 +278,49 @@ class Call:
     def ended(self) -> bool:
         return self._ended
 
+    @property
+    def heard_ms(self) -> int:
+        """Outbound audio the caller has heard so far (see ``bridge.heard``)."""
+        return self._heard.ms(self.heard_samples)
+
+    @property
+    def heard_samples(self) -> int:
+        """As :attr:`heard_ms`, in samples at the call's rate."""
+        return self._heard.heard_samples(self._clock.now_ns())
+
+    @property
+    def sent_ms(self) -> int:
+        """Outbound audio sent to Vonage so far (heard, buffered there, or cleared)."""
+        return self._heard.ms(self._heard.sent_samples)
+
+    @property
+    def heard(self) -> HeardPosition:
+        """The play-out model behind :attr:`heard_ms`: lag, cleared and confirmed audio."""
+        return self._heard
+
+    def add_taps(
+        self, inbound: InboundTap | None = None, outbound: OutboundTap | None = None
+    ) -> None:
+        """Watch the raw frames both ways (recorder, transcriber); taps must not block.
+
+        Without a tap the per-frame path does nothing extra; several taps are called in the
+        order they were added. An inbound tap added before the handler first reads
+        :meth:`audio` is given the frames that came before it, so it misses nothing.
+        """
+        if inbound is not None:
+            for frame in self._early_in or ():
+                inbound(frame)
+            self._in_tap = _chain(self._in_tap, inbound)
+        if outbound is not None:
+            self._out_tap = _chain(self._out_tap, outbound)
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once when the call ends (at once if it already has)."""
+        if self._ended:
+            callback()
+        else:
+            self._end_callbacks.append(callback)
+
     # --- the transport's side ----------------------------------------------------------
 
     def feed_audio(self, data: bytes) -> None:
@@ -249,6 +329,10 @@ class Call:
         for frame in self._in_framer.push(data):
             self._measure_arrival(now)
             self.stats.frames_in += 1
+            if self._in_tap is not None:
+                self._in_tap(frame)
+            if self._early_in is not None:
+                self._keep_early(frame)
             samples = to_samples(frame)
             if self._same_rate:
                 self._audio.put(samples)
@@ -260,9 +344,11 @@ class Call:
     def feed_event(self, event: Event) -> None:
         if isinstance(event, Cleared) and self._clear_sent_ns is not None:
             self.stats.last_clear_to_cleared_ms = (self._clock.now_ns() - self._clear_sent_ns) / MS
+            self.stats.pending_cleared_ms.append(self.stats.last_clear_to_cleared_ms)
             self._clear_sent_ns = None
         elif isinstance(event, Notified):
             self.stats.notifies_heard += 1
+            self._heard.on_notified(event.payload, self._clock.now_ns())
         self._events.put(event)
 
     def end(self) -> None:
@@ -270,20 +356,36 @@ class Call:
         if self._ended:
             return
         self._ended = True
+        self._heard.freeze(self._clock.now_ns())
         self._stream.closed = True
         self._stream.buffer.clear()
         self._audio.close()
         self._events.close()
         self._on_room()
+        callbacks, self._end_callbacks = self._end_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("end-of-call callback failed", extra={"call_id": self.id})
 
     # --- internals -----------------------------------------------------------------------
 
+    def _keep_early(self, frame: bytes) -> None:
+        assert self._early_in is not None
+        self._early_in.append(frame)
+        if len(self._early_in) >= INBOUND_QUEUE_FRAMES:
+            self._early_in = None  # a handler that never reads audio(): stop keeping them
+
     def _send_frame(self, frame: bytes) -> None:
         self.stats.frames_out += 1
+        if self._out_tap is not None:
+            self._out_tap(frame, self._stream.next_slot)
         self._io.send_binary(frame)
 
     def _send_marker(self, payload: Any) -> None:
         self.stats.notifies_sent += 1
+        self._heard.on_marker(payload)
         self._io.send_text(build_notify(payload))
 
     async def _wait_room(self) -> None:
@@ -304,15 +406,21 @@ class Call:
     def _measure_arrival(self, now_ns: int) -> None:
         last = self._last_arrival_ns
         self._last_arrival_ns = now_ns
+        stats = self.stats
+        stats.last_arrival_ns = now_ns
         if last is None:
+            stats.first_arrival_ns = now_ns
             return
         gap_ms = (now_ns - last) / MS
-        self.stats.max_gap_ms = max(self.stats.max_gap_ms, gap_ms)
+        stats.max_gap_ms = max(stats.max_gap_ms, gap_ms)
         if now_ns - last > 2 * FRAME_NS:
-            self.stats.inbound_gaps += 1
+            stats.inbound_gaps += 1
+            stats.pending_gaps_ms.append(gap_ms)
         # RFC 3550 interarrival jitter against the nominal 20 ms spacing.
         deviation = abs(gap_ms - FRAME_NS / MS)
-        self.stats.jitter_ms += (deviation - self.stats.jitter_ms) / 16
+        stats.jitter_ms += (deviation - stats.jitter_ms) / 16
+        # 4 buckets per ms (DEVIATION_BUCKET_MS): one index, no allocation, per frame.
+        stats.deviation_counts[min(int(deviation * 4), DEVIATION_BUCKETS - 1)] += 1
 
     def summary(self) -> dict[str, Any]:
         """End-of-call figures for the log line."""
@@ -329,7 +437,30 @@ class Call:
             "underrun_frames": self._stream.underrun_slots,
             "playout_dropped": self._stream.buffer.dropped_frames,
             "clears": s.clears,
+            **self._heard_summary(),
         }
+
+    def _heard_summary(self) -> dict[str, Any]:
+        heard = self._heard
+        lag = heard.lag_ns
+        return {
+            "sent_ms": heard.ms(heard.sent_samples),
+            "heard_ms": self.heard_ms,
+            "cleared_unheard_ms": heard.ms(heard.discarded_samples),
+            "heard_confirmed_ms": heard.ms(heard.confirmed_samples),
+            "playback_lag_ms": None if lag is None else round(lag / MS, 1),
+        }
+
+
+def _chain(first: Callable[..., None] | None, second: Callable[..., None]) -> Any:
+    if first is None:
+        return second
+
+    def both(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return both
 
 
 def _call_id(connected: Connected) -> str:

@@ -24,6 +24,7 @@ from bridge.logs import setup_logging
 from bridge.ncco_cli import add_subcommand as add_ncco_subcommand
 from bridge.server import serve
 from bridge.simulator import add_subcommands
+from bridge.workers import run_supervisor
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -37,6 +38,8 @@ class OneLineParser(argparse.ArgumentParser):
 def _run_serve(args: argparse.Namespace) -> int:
     config: ServerConfig = config_from(args)
     setup_logging(config.log_level, config.log_format)
+    if config.workers > 1:
+        return run_supervisor(config)
     _run(_serve_until_signal(config))
     return 0
 
@@ -46,9 +49,11 @@ async def _serve_until_signal(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    handler = build_handler(config)
     try:
-        await serve(config, build_handler(config), stop)
+        await serve(config, handler, stop)
     finally:
+        handler.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from bridge.errors import ConfigError
 
-MODES = ("echo",)
+MODES = ("echo", "forward", "transcribe", "play")
 RATES = (8000, 16000, 24000)
 
 
@@ -81,8 +81,206 @@ class ServerConfig:
     )
 
     # --- call modes: forward, transcribe, record, play (see bridge/handlers) ---
+    upstream: str | None = field(
+        default=None,
+        metadata={
+            "help": "--mode forward: websocket URL (ws:// or wss://) each call is streamed to",
+            "metavar": "URL",
+        },
+    )
+    upstream_rate: int | None = field(
+        default=None,
+        metadata={
+            "help": "rate of the audio to and from the upstream (default: the call's rate)",
+            "choices": RATES,
+            "metavar": "HZ",
+        },
+    )
+    upstream_hello: str | None = field(
+        default=None,
+        metadata={
+            "help": "first text message on every upstream connection; $call_id, $rate, "
+            "$call_rate, $content_type and the call's metadata and query keys are filled "
+            "in, JSON-escaped",
+            "metavar": "TEMPLATE",
+        },
+    )
+    upstream_buffer_ms: int = field(
+        default=10000,
+        metadata={
+            "help": "caller audio kept while the upstream is away; beyond it the oldest is "
+            "dropped, counted and logged",
+            "metavar": "MS",
+        },
+    )
+    upstream_replay_max_ms: int = field(
+        default=200,
+        metadata={
+            "help": "most audio the upstream may leave unconfirmed (pong), hence the most a "
+            "reconnect can repeat; must exceed the round trip to the upstream",
+            "metavar": "MS",
+        },
+    )
+    upstream_max_attempts: int = field(
+        default=10,
+        metadata={
+            "help": "consecutive failed upstream connections before the call is ended (1011)",
+            "metavar": "N",
+        },
+    )
+    upstream_backoff_ms: int = field(
+        default=100,
+        metadata={
+            "help": "first reconnect delay; doubles per failed attempt up to 5 s, with jitter",
+            "metavar": "MS",
+        },
+    )
+    upstream_timeout_s: float = field(
+        default=5.0,
+        metadata={
+            "help": "seconds for the upstream's handshake, and for it to confirm audio before "
+            "the link counts as stalled and is reconnected",
+            "metavar": "S",
+        },
+    )
+    transcripts: str | None = field(
+        default=None,
+        metadata={
+            "help": "directory for DIR/<call id>.jsonl: utterances (--mode transcribe), "
+            "upstream messages and call events (--mode forward)",
+            "metavar": "DIR",
+        },
+    )
+    record_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "record each call (any mode) to DIR/<call id>.wav: stereo, left the "
+            "caller, right what bridge sent",
+            "metavar": "DIR",
+        },
+    )
+    play: str | None = field(
+        default=None,
+        metadata={"help": "--mode play: WAV file played into each call", "metavar": "FILE"},
+    )
+    tone: float | None = field(
+        default=None,
+        metadata={
+            "help": "--mode play: a sine tone (below 4000 Hz) instead of a file",
+            "metavar": "HZ",
+        },
+    )
+    barge_in: bool = field(
+        default=False,
+        metadata={"help": "--mode play: stop playback at the caller's first DTMF digit"},
+    )
 
     # --- production: auth, limits, lifecycle, webhooks, metrics, workers ---
+    token: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "shared secret a caller must present as ?token= or Authorization: Bearer",
+            "metavar": "TOKEN",
+        },
+    )
+    vonage_signature_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "verify Vonage's signed JWT (HS256) on upgrades and webhooks with this secret",
+            "metavar": "SECRET",
+        },
+    )
+    vonage_api_key: str | None = field(
+        default=None,
+        metadata={"help": "also require this api_key claim in Vonage's JWT", "metavar": "KEY"},
+    )
+    vonage_application_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "also require this application_id claim in Vonage's JWT",
+            "metavar": "ID",
+        },
+    )
+    jwt_max_age_s: float = field(
+        default=300.0,
+        metadata={
+            "help": "a Vonage JWT's iat must be within this many seconds of our clock",
+            "metavar": "S",
+        },
+    )
+    insecure: bool = field(
+        default=False,
+        metadata={"help": "allow a non-loopback --host with no --token or signature secret"},
+    )
+    tls_cert: str | None = field(
+        default=None,
+        metadata={
+            "help": "PEM certificate chain: serve wss:// and https:// directly",
+            "metavar": "PEM",
+        },
+    )
+    tls_key: str | None = field(
+        default=None, metadata={"help": "PEM private key for --tls-cert", "metavar": "PEM"}
+    )
+    max_calls: int = field(
+        default=500,
+        metadata={
+            "help": "websockets open at once per process; more get HTTP 503 + Retry-After",
+            "metavar": "N",
+        },
+    )
+    idle_timeout_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "close a call (1008) after this long without inbound audio",
+            "metavar": "S",
+        },
+    )
+    max_call_s: float = field(
+        default=7200.0,
+        metadata={
+            "help": "close a call (1008) after this long (Vonage's own limit: 7200)",
+            "metavar": "S",
+        },
+    )
+    drain_seconds: float = field(
+        default=30.0,
+        metadata={
+            "help": "on SIGTERM, let active calls run this long before closing them with 1001",
+            "metavar": "S",
+        },
+    )
+    public_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "wss://host[:port] Vonage reaches us at; enables GET /answer and /event",
+            "metavar": "URL",
+        },
+    )
+    answer_rate: int = field(
+        default=16000,
+        metadata={
+            "help": "audio rate the /answer NCCO asks Vonage for",
+            "choices": RATES,
+            "metavar": "HZ",
+        },
+    )
+    answer_headers: str = field(
+        default="",
+        metadata={
+            "help": "k=v,k=v: headers the /answer NCCO puts in the first message",
+            "metavar": "K=V,...",
+        },
+    )
+    workers: int = field(
+        default=1,
+        metadata={
+            "help": "processes sharing the port (SO_REUSEPORT), supervised and restarted",
+            "metavar": "N",
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):
@@ -107,6 +305,112 @@ class ServerConfig:
                 "--first-message-timeout-s (BRIDGE_FIRST_MESSAGE_TIMEOUT_S) must be a positive "
                 f"number of seconds, got {self.first_message_timeout_s}"
             )
+        _check_modes(self)
+        _check_production(self)
+
+
+def _check_modes(c: ServerConfig) -> None:
+    """Validation of the call-mode settings; a mode's own settings are ignored by the others."""
+    if c.mode == "forward" and not c.upstream:
+        raise ConfigError("--mode forward (BRIDGE_MODE) needs --upstream URL (BRIDGE_UPSTREAM)")
+    if c.upstream is not None and not c.upstream.startswith(("ws://", "wss://")):
+        raise ConfigError(
+            f"--upstream (BRIDGE_UPSTREAM) must start with ws:// or wss://, got {c.upstream!r}"
+        )
+    if c.mode == "transcribe" and not c.transcripts:
+        raise ConfigError(
+            "--mode transcribe (BRIDGE_MODE) needs --transcripts DIR (BRIDGE_TRANSCRIPTS)"
+        )
+    if c.mode == "play" and (c.play is None) == (c.tone is None):
+        raise ConfigError(
+            "--mode play (BRIDGE_MODE) needs exactly one of --play FILE (BRIDGE_PLAY) "
+            "or --tone HZ (BRIDGE_TONE)"
+        )
+    for name in ("transcripts", "record_dir", "play"):
+        if getattr(c, name) == "":
+            raise ConfigError(f"{_flag(name)} ({env_name(name)}) must not be empty")
+    if c.tone is not None and not 0 < c.tone < 4000:
+        raise ConfigError(f"--tone (BRIDGE_TONE) must be above 0 and below 4000 Hz, got {c.tone}")
+    if not 20 <= c.upstream_replay_max_ms <= 10_000:
+        raise ConfigError(
+            "--upstream-replay-max-ms (BRIDGE_UPSTREAM_REPLAY_MAX_MS) must be 20-10000, "
+            f"got {c.upstream_replay_max_ms}"
+        )
+    if not c.upstream_replay_max_ms < c.upstream_buffer_ms <= 3_600_000:
+        raise ConfigError(
+            "--upstream-buffer-ms (BRIDGE_UPSTREAM_BUFFER_MS) must be above "
+            f"--upstream-replay-max-ms and at most 3600000, got {c.upstream_buffer_ms}"
+        )
+    if c.upstream_max_attempts < 1:
+        raise ConfigError(
+            "--upstream-max-attempts (BRIDGE_UPSTREAM_MAX_ATTEMPTS) must be at least 1, "
+            f"got {c.upstream_max_attempts}"
+        )
+    if not 1 <= c.upstream_backoff_ms <= 60_000:
+        raise ConfigError(
+            "--upstream-backoff-ms (BRIDGE_UPSTREAM_BACKOFF_MS) must be 1-60000, "
+            f"got {c.upstream_backoff_ms}"
+        )
+    if not 0 < c.upstream_timeout_s < math.inf:
+        raise ConfigError(
+            "--upstream-timeout-s (BRIDGE_UPSTREAM_TIMEOUT_S) must be a positive number of "
+            f"seconds, got {c.upstream_timeout_s}"
+        )
+
+
+#: Paths served as plain HTTP by the server (bridge/http.py); the websocket path cannot be one.
+HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event")
+
+
+def _check_production(c: ServerConfig) -> None:
+    """Validation of the production settings (auth, limits, lifecycle, webhooks, workers)."""
+    for name in ("token", "vonage_signature_secret", "vonage_api_key", "vonage_application_id"):
+        if getattr(c, name) == "":
+            raise ConfigError(f"{_flag(name)} ({env_name(name)}) must not be empty")
+    if (c.vonage_api_key or c.vonage_application_id) and not c.vonage_signature_secret:
+        raise ConfigError(
+            "--vonage-api-key and --vonage-application-id need --vonage-signature-secret"
+        )
+    positive = ("jwt_max_age_s", "idle_timeout_s", "max_call_s")
+    for name in positive:
+        value = getattr(c, name)
+        if not 0 < value < math.inf:
+            raise ConfigError(
+                f"{_flag(name)} ({env_name(name)}) must be a positive number of seconds, "
+                f"got {value}"
+            )
+    if not 0 <= c.drain_seconds < math.inf:
+        raise ConfigError(
+            f"--drain-seconds (BRIDGE_DRAIN_SECONDS) must be >= 0 seconds, got {c.drain_seconds}"
+        )
+    if c.max_calls < 1:
+        raise ConfigError(f"--max-calls (BRIDGE_MAX_CALLS) must be at least 1, got {c.max_calls}")
+    if not 1 <= c.workers <= 256:
+        raise ConfigError(f"--workers (BRIDGE_WORKERS) must be 1-256, got {c.workers}")
+    if (c.tls_cert is None) != (c.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+    if c.public_url is not None and not c.public_url.startswith(("ws://", "wss://")):
+        raise ConfigError(
+            f"--public-url (BRIDGE_PUBLIC_URL) must start with ws:// or wss://, got {c.public_url!r}"
+        )
+    parse_pairs(c.answer_headers, "--answer-headers (BRIDGE_ANSWER_HEADERS)")
+    if c.path in HTTP_PATHS:
+        raise ConfigError(f"--path (BRIDGE_PATH) {c.path!r} is taken by a plain HTTP endpoint")
+
+
+def parse_pairs(text: str, source: str) -> dict[str, str]:
+    """``k=v,k=v`` into a dict (empty text: empty dict); a malformed pair names ``source``."""
+    pairs: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"{source}: expected KEY=VALUE pairs separated by commas, got {item!r}"
+            )
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
 def _flag(name: str) -> str:

@@ -5,7 +5,13 @@ process-wide pacing timer, synchronously, in one pass over every due call; the s
 ``ServerProtocol`` lets us do exactly that with no task or queue per connection, and it keeps
 permessage-deflate off (lessons.md: it costs a lot on 20 ms PCM and buys nothing).
 
-This module alone maps failures to close codes (``CLOSE_CODES``) and logs them, once.
+This module alone maps failures to close codes (``CLOSE_CODES``) and logs them, once. It also
+decides, at the upgrade, who gets a websocket (README, "Security" and "Limits"): credentials
+(``bridge.auth``) else HTTP 401, draining else 503, ``--max-calls`` else 503 with Retry-After;
+other paths are plain HTTP (``bridge.http``). Calls past ``--idle-timeout-s`` or
+``--max-call-s`` are closed with 1008; on SIGTERM the server drains (``BridgeServer.drain``).
+Metrics are sampled about once a second from the calls' own counters (``bridge.metrics``),
+never per frame.
 
 Import rule: the only module besides ``simulator`` that imports websockets.
 """
@@ -13,27 +19,41 @@ Import rule: the only module besides ``simulator`` that imports websockets.
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import http
 import logging
+import ssl
+from collections.abc import Callable
 from typing import cast
+from urllib.parse import parse_qsl, urlencode
 
+from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from bridge.audio.resample import Resampler
-from bridge.call import Call, Handler
+from bridge.auth import Authenticator, Credentials, check_exposure
+from bridge.call import DEVIATION_BUCKET_MS, Call, Handler
 from bridge.config import ServerConfig
-from bridge.errors import Fault, PeerError
-from bridge.pacing import Clock, MonotonicClock, Scheduler
+from bridge.endpoints import EndpointError
+from bridge.errors import ConfigError, Fault, PeerError
+from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
+from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
+from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock, Scheduler
 from bridge.protocol.vonage import SUPPORTED_RATES, parse_connected, parse_event
+from bridge.webhooks import answer_ncco
 
 log = logging.getLogger("bridge.server")
 _ws_log = logging.getLogger("bridge.websocket")
 
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
+#: Close code for a call ended by a limit (idle, duration): "policy violation".
+LIMIT_CLOSE = POLICY_VIOLATION
 
 #: One close code per peer fault; the README's table is generated from this mapping.
 CLOSE_CODES: dict[Fault, int] = {
@@ -48,6 +68,8 @@ CLOSE_CODES: dict[Fault, int] = {
 }
 
 CLOSE_TIMEOUT_S = 2.0
+#: How often call counters are added to the metrics and idle calls are looked for.
+SAMPLE_PERIOD_S = 1.0
 LENIENT_MAX_EARLY_FRAMES = 50
 WRITE_BUFFER_ABORT_BYTES = 4 << 20
 
@@ -66,12 +88,23 @@ class BridgeServer:
         self.handler = handler
         self.clock = clock or MonotonicClock()
         self.scheduler = Scheduler(self.clock, config.lead_ms, arm=self._arm_timer)
+        self.auth = Authenticator.from_config(config)
+        self.metrics = Metrics()
+        self.routes = HttpRoutes(config, self.auth, self._metrics_text, lambda: not self.draining)
         self.connections: set[CallConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.calls_total = 0
+        #: Websockets past the 101 and not yet closed: what --max-calls counts.
+        self.upgraded = 0
+        self.draining = False
+        self.scheme = "wss" if config.tls_cert else "ws"
+        self._no_upgraded: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_ns: int | None = None
+        self._tick: asyncio.TimerHandle | None = None
+        self._tick_due = 0.0
+        self._sample_period_s = max(0.05, min(SAMPLE_PERIOD_S, config.idle_timeout_s / 4))
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -84,19 +117,56 @@ class BridgeServer:
     def active_calls(self) -> int:
         return sum(1 for c in self.connections if c.call is not None and not c.call.ended)
 
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Bind and listen. Settings that cannot work raise ``ConfigError`` (exit 2)."""
+        check_exposure(self.config)
+        ssl_context = _ssl_context(self.config)
+        if self.config.public_url is not None:
+            try:
+                answer_ncco(self.config, {})
+            except EndpointError as exc:
+                raise ConfigError(f"the /answer NCCO would be invalid: {exc}") from exc
         self._loop = asyncio.get_running_loop()
+        self._no_upgraded = asyncio.Event()
+        self._no_upgraded.set()
         if self.config.pipeline_rate is not None:
             # Filter design takes ~20 ms per rate pair; do it now, not on a live call.
             for rate in SUPPORTED_RATES:
                 Resampler(rate, self.config.pipeline_rate)
                 Resampler(self.config.pipeline_rate, rate)
         self._server = await self._loop.create_server(
-            lambda: CallConnection(self), self.config.host, self.config.port
+            lambda: CallConnection(self),
+            self.config.host,
+            self.config.port,
+            ssl=ssl_context,
+            reuse_port=reuse_port or None,
         )
+        self._tick_due = self._loop.time() + self._sample_period_s
+        self._tick = self._loop.call_at(self._tick_due, self._on_tick)
+
+    async def drain(self, seconds: float, hurry: asyncio.Event | None = None) -> None:
+        """Refuse new calls (503, /ready 503), let active ones run up to ``seconds``, then
+        close what is left with 1001. Setting ``hurry`` (a second signal) cuts the wait short."""
+        self.draining = True
+        waiter = self._no_upgraded
+        if waiter is not None and not waiter.is_set() and seconds > 0:
+            waits: list[asyncio.Task[bool]] = [asyncio.ensure_future(waiter.wait())]
+            if hurry is not None:
+                waits.append(asyncio.ensure_future(hurry.wait()))
+            try:
+                await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+        log.info(
+            "drained" if self.upgraded == 0 else "drain time over: closing calls",
+            extra={"active_calls": self.active_calls},
+        )
+        await self.close()
 
     async def close(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> None:
         """Stop accepting, close every call with ``code``, wait for handlers to finish."""
+        self.draining = True
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -110,6 +180,20 @@ class BridgeServer:
             await self._server.wait_closed()
         if self._timer is not None:
             self._timer.cancel()
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+
+    def refused(self, reason: str) -> None:
+        self.metrics.refused.labels(reason).inc()
+
+    def upgrade_done(self, delta: int) -> None:
+        self.upgraded += delta
+        if self._no_upgraded is not None:
+            if self.upgraded == 0:
+                self._no_upgraded.set()
+            else:
+                self._no_upgraded.clear()
 
     # One timer for the whole process: the scheduler asks for the earliest wake-up.
     def _arm_timer(self, wake_ns: int) -> None:
@@ -125,9 +209,56 @@ class BridgeServer:
         self._timer = loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
+        due = self._timer_ns
         self._timer = None
         self._timer_ns = None
-        self.scheduler.service()
+        now = self.clock.now_ns()
+        if due is not None:
+            self.metrics.pacing.observe(max(0, now - due) / 1e9)
+        self.scheduler.service(now)
+
+    # Once a second: metrics from the calls' counters, idle calls, event-loop lag.
+    def _on_tick(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        self.metrics.loop_lag.observe(max(0.0, now - self._tick_due))
+        self._sample(per_second=True)
+        idle_ns = round(self.config.idle_timeout_s * 1e9)
+        now_ns = self.clock.now_ns()
+        for conn in list(self.connections):
+            call = conn.call
+            if call is None or call.ended:
+                continue
+            last = call.stats.last_arrival_ns or conn.started_ns
+            if now_ns - last > idle_ns:
+                conn.limit_close(
+                    "idle_timeout", f"idle timeout: no audio for {self.config.idle_timeout_s:g} s"
+                )
+        self._tick_due = max(self._tick_due + self._sample_period_s, now)
+        self._tick = loop.call_at(self._tick_due, self._on_tick)
+
+    def _sample(self, per_second: bool = False) -> None:
+        self.metrics.sample(
+            ((c.call, c.meter) for c in self.connections if c.call is not None), per_second
+        )
+
+    def _metrics_text(self) -> bytes:
+        self._sample()
+        return self.metrics.exposition()
+
+
+def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-cert/--tls-key: cannot load: {exc}") from exc
+    return context
 
 
 class CallConnection(asyncio.Protocol):
@@ -141,12 +272,19 @@ class CallConnection(asyncio.Protocol):
         self.call: Call | None = None
         self.query = ""
         self.peer = "?"
+        self.forwarded_for: str | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.meter = CallMeter()
+        self.upgraded = False
+        #: Set where the server decides how the call ends; else derived at connection_lost.
+        self.outcome: str | None = None
+        self.started_ns = 0
         self._early: list[bytes] = []
         self._fragments: bytearray | None = None
         self._fragment_text = False
         self._first_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._duration_timer: asyncio.TimerHandle | None = None
         self._closing_logged = False
 
     # --- asyncio.Protocol ---------------------------------------------------------------
@@ -185,18 +323,22 @@ class CallConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.proto.receive_eof()
-        for timer in (self._first_timer, self._close_timer):
+        for timer in (self._first_timer, self._close_timer, self._duration_timer):
             if timer is not None:
                 timer.cancel()
-        self.server.connections.discard(self)
+        server = self.server
+        server.connections.discard(self)
         call = self.call
         if call is not None:
             call.end()
-            code = self.proto.close_rcvd.code if self.proto.close_rcvd else None
-            log.info(
-                "call ended",
-                extra={"close_code": code, **call.summary()},
-            )
+            server.metrics.sample([(call, self.meter)], per_second=False)
+            server.metrics.calls_active.dec()
+        if self.upgraded:
+            outcome = self.outcome or self._derived_outcome()
+            server.metrics.calls.labels(outcome).inc()
+            server.upgrade_done(-1)
+            if call is not None:
+                log.info("call ended", extra={"outcome": outcome, **self._summary(call)})
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -220,6 +362,8 @@ class CallConnection(asyncio.Protocol):
     def close(self, code: int, reason: str) -> None:
         if self.proto.state is not State.OPEN:
             return
+        if code == INTERNAL_ERROR and self.outcome is None:
+            self.outcome = "handler_error"
         self._closing_logged = True
         self.proto.send_close(code, reason)
         self._flush()
@@ -229,23 +373,111 @@ class CallConnection(asyncio.Protocol):
 
     def shutdown(self, code: int, reason: str) -> None:
         if self.proto.state is State.OPEN:
+            if self.outcome is None:
+                self.outcome = "shutdown"
             self.close(code, reason)
         elif self.transport is not None and self.proto.state is State.CONNECTING:
             self.transport.close()
 
+    def limit_close(self, outcome: str, reason: str) -> None:
+        """A limit ended the call (idle, duration): 1008 with ``reason``, logged once."""
+        if self.proto.state is not State.OPEN:
+            return
+        self.outcome = self.outcome or outcome
+        log.info(
+            "call closed by limit: %s",
+            reason,
+            extra={"call_id": self.call.id if self.call else None, "peer": self.peer},
+        )
+        self.close(LIMIT_CLOSE, reason)
+
+    def _derived_outcome(self) -> str:
+        proto = self.proto
+        if proto.close_rcvd is None and proto.close_sent is None:
+            return "dropped"
+        return "completed"
+
+    def _summary(self, call: Call) -> dict[str, object]:
+        stats = call.stats
+        summary: dict[str, object] = dict(call.summary())
+        now_ns = self.server.clock.now_ns()
+        summary["duration_s"] = round((now_ns - self.started_ns) / 1e9, 3)
+        summary["jitter_p99_ms"] = deviation_p99_ms(stats.deviation_counts, DEVIATION_BUCKET_MS)
+        summary["drift_ppm"] = _drift_ppm(
+            stats.first_arrival_ns, stats.last_arrival_ns, stats.frames_in
+        )
+        sent, rcvd = self.proto.close_sent, self.proto.close_rcvd
+        summary["close_code"] = rcvd.code if rcvd is not None else None
+        summary["close_sent"] = sent.code if sent is not None else None
+        return summary
+
     def _on_request(self, request: Request) -> None:
-        path, _, self.query = request.path.partition("?")
+        path, _, query_string = request.path.partition("?")
+        server = self.server
+        pairs = parse_qsl(query_string, keep_blank_values=True)
+        query = dict(pairs)
+        creds = Credentials(_one_header(request.headers, "Authorization"), query.get("token"))
+        self.forwarded_for = _one_header(request.headers, "X-Forwarded-For")
         if path != self.config.path:
-            response = self.proto.reject(404, "Not Found\n")
-        else:
-            response = self.proto.accept(request)
+            reply, why = server.routes.handle(path, query, creds)
+            self._send_plain(reply)
+            if why is not None:
+                log.warning("webhook refused: %s", why, extra={"peer": self.peer, "path": path})
+            return
+        refusal: tuple[HttpResponse, str, str] | None = None
+        reason = server.auth.check(creds)
+        if reason is not None:
+            refusal = (UNAUTHORIZED, "unauthorized", reason)
+        elif server.draining:
+            refusal = (unavailable("draining"), "draining", "server draining")
+        elif server.upgraded >= self.config.max_calls:
+            refusal = (
+                unavailable("at capacity"),
+                "capacity",
+                f"at --max-calls {self.config.max_calls}",
+            )
+        if refusal is not None:
+            reply, label, why = refusal
+            server.refused(label)
+            self._send_plain(reply)
+            log.warning(
+                "upgrade refused: %d %s",
+                reply.status,
+                why,
+                extra={"peer": self.peer, "forwarded_for": self.forwarded_for},
+            )
+            return
+        response = self.proto.accept(request)
         self.proto.send_response(response)
         self._flush()
         if response.status_code != 101:
+            server.refused("bad_handshake")
             log.info(
                 "upgrade refused",
                 extra={"peer": self.peer, "status": response.status_code, "path": path},
             )
+            return
+        self.upgraded = True
+        server.upgrade_done(+1)
+        # The token is a credential: it never becomes call metadata (nor a log line).
+        self.query = urlencode([(k, v) for k, v in pairs if k != "token"])
+
+    def _send_plain(self, reply: HttpResponse) -> None:
+        status = http.HTTPStatus(reply.status)
+        headers = Headers(
+            [
+                ("Date", email.utils.formatdate(usegmt=True)),
+                ("Connection", "close"),
+                ("Cache-Control", "no-store"),
+            ]
+        )
+        if reply.status != 204:
+            headers["Content-Length"] = str(len(reply.body))
+            headers["Content-Type"] = reply.content_type
+        for key, value in reply.headers:
+            headers[key] = value
+        self.proto.send_response(Response(status.value, status.phrase, headers, reply.body))
+        self._flush()
 
     def _on_frame(self, opcode: Opcode, data: bytes, fin: bool) -> None:
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
@@ -291,13 +523,22 @@ class CallConnection(asyncio.Protocol):
         if self._first_timer is not None:
             self._first_timer.cancel()
         self.call = call
-        self.server.calls_total += 1
+        server = self.server
+        server.calls_total += 1
+        server.metrics.calls_active.inc()
+        self.started_ns = server.clock.now_ns()
+        loop = asyncio.get_running_loop()
+        max_s = self.config.max_call_s
+        self._duration_timer = loop.call_later(
+            max_s, self.limit_close, "max_duration", f"maximum call duration {max_s:g} s"
+        )
         log.info(
             "call started",
             extra={
                 "call_id": call.id,
                 "rate": call.rate,
                 "peer": self.peer,
+                "forwarded_for": self.forwarded_for,
                 "metadata": dict(call.metadata),
                 "query": dict(call.query),
             },
@@ -305,9 +546,9 @@ class CallConnection(asyncio.Protocol):
         for early in self._early:
             call.feed_audio(early)
         self._early.clear()
-        task = asyncio.get_running_loop().create_task(self._run_handler(call))
-        self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
+        task = loop.create_task(self._run_handler(call))
+        server.tasks.add(task)
+        task.add_done_callback(server.tasks.discard)
 
     async def _run_handler(self, call: Call) -> None:
         try:
@@ -324,6 +565,7 @@ class CallConnection(asyncio.Protocol):
                 extra={"call_id": call.id},
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
+            self.outcome = self.outcome or "handler_error"
             call.hangup(INTERNAL_ERROR, "handler error")
 
     def _refuse(self, exc: PeerError) -> None:
@@ -336,6 +578,9 @@ class CallConnection(asyncio.Protocol):
             extra={"peer": self.peer, "call_id": self.call.id if self.call else None},
         )
         self._closing_logged = True
+        if self.outcome is None:
+            timeout = exc.fault is Fault.FIRST_MESSAGE_TIMEOUT
+            self.outcome = "first_message_timeout" if timeout else "protocol_error"
         if self.proto.state is State.OPEN:
             self.proto.send_close(code, reason)
             self._flush()
@@ -360,6 +605,7 @@ class CallConnection(asyncio.Protocol):
             self._closing_logged = True
             code, reason = proto.close_sent.code, proto.close_sent.reason
             if proto.close_rcvd is None:
+                self.outcome = self.outcome or "protocol_error"
                 log.warning(
                     "call refused: %d %s",
                     code,
@@ -384,6 +630,24 @@ class CallConnection(asyncio.Protocol):
                 transport.close()
 
 
+def _one_header(headers: Headers, name: str) -> str | None:
+    """A header given exactly once, else ``None`` (two Authorization headers are no answer)."""
+    values = headers.get_all(name)
+    return values[0] if len(values) == 1 else None
+
+
+def _drift_ppm(first_ns: int | None, last_ns: int | None, frames: int) -> float | None:
+    """Vonage's media clock against ours: audio received vs time taken (positive: theirs is
+    fast). Arrival jitter dominates below a minute or so; needs at least a second."""
+    if first_ns is None or last_ns is None or frames < 2:
+        return None
+    elapsed = last_ns - first_ns
+    if elapsed < 1_000 * MS:
+        return None
+    media = (frames - 1) * FRAME_NS
+    return round((media - elapsed) / elapsed * 1e6, 1)
+
+
 def _decode(data: bytes, fault: Fault) -> str:
     try:
         return data.decode()
@@ -391,11 +655,29 @@ def _decode(data: bytes, fault: Fault) -> str:
         raise PeerError(fault, "not UTF-8") from exc
 
 
-async def serve(config: ServerConfig, handler: Handler, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set, then close every call with 1001 and return."""
+async def serve(
+    config: ServerConfig,
+    handler: Handler,
+    stop: asyncio.Event,
+    *,
+    reuse_port: bool = False,
+    on_listening: Callable[[BridgeServer], None] | None = None,
+) -> None:
+    """Run until ``stop`` is set, then drain (``--drain-seconds``) and return.
+
+    Setting ``stop`` again during the drain closes the remaining calls at once (1001).
+    """
     server = BridgeServer(config, handler)
-    await server.start()
-    log.info("listening", extra={"url": f"ws://{config.host}:{server.port}{config.path}"})
+    await server.start(reuse_port=reuse_port)
+    url = f"{server.scheme}://{config.host}:{server.port}{config.path}"
+    if on_listening is not None:
+        on_listening(server)
+    else:
+        log.info("listening", extra={"url": url})
     await stop.wait()
-    log.info("shutting down", extra={"active_calls": server.active_calls})
-    await server.close()
+    stop.clear()
+    log.info(
+        "shutting down",
+        extra={"active_calls": server.active_calls, "drain_seconds": config.drain_seconds},
+    )
+    await server.drain(config.drain_seconds, hurry=stop)

@@ -64,7 +64,8 @@ def test_call_to_nothing_reports_and_exits_1() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_stops_the_server_cleanly_with_a_live_call(sig: signal.Signals) -> None:
-    server = start_server_process()
+    # No drain: calls are closed at once (draining is tested in test_lifecycle.py).
+    server = start_server_process(["--drain-seconds", "0"])
     try:
         call = asyncio.create_task(run_call(CallOptions(url=server.url, rate=16000, seconds=5.0)))
         await asyncio.sleep(wait_s(1.0))

@@ -73,18 +73,49 @@ def test_every_field_can_come_from_cli_or_env() -> None:
         "first_message_timeout_s": ("2.5", 2.5),
         "log_level": ("debug", "debug"),
         "log_format": ("json", "json"),
+        # call modes
+        "upstream": ("wss://stt.example/v1?lang=en", "wss://stt.example/v1?lang=en"),
+        "upstream_rate": ("16000", 16000),
+        "upstream_hello": ('{"call":"$call_id"}', '{"call":"$call_id"}'),
+        "upstream_buffer_ms": ("5000", 5000),
+        "upstream_replay_max_ms": ("100", 100),
+        "upstream_max_attempts": ("3", 3),
+        "upstream_backoff_ms": ("50", 50),
+        "upstream_timeout_s": ("1.5", 1.5),
+        "transcripts": ("/tmp/t", "/tmp/t"),
+        "record_dir": ("/tmp/r", "/tmp/r"),
+        "play": ("hello.wav", "hello.wav"),
+        "tone": ("440", 440.0),
+        # production
+        "token": ("t0ken", "t0ken"),
+        "vonage_signature_secret": ("sig-secret", "sig-secret"),
+        "vonage_api_key": ("abcd1234", "abcd1234"),
+        "vonage_application_id": ("app-1", "app-1"),
+        "jwt_max_age_s": ("60", 60.0),
+        "tls_cert": ("/etc/cert.pem", "/etc/cert.pem"),
+        "tls_key": ("/etc/key.pem", "/etc/key.pem"),
+        "max_calls": ("7", 7),
+        "idle_timeout_s": ("3.5", 3.5),
+        "max_call_s": ("600", 600.0),
+        "drain_seconds": ("0", 0.0),
+        "public_url": ("wss://bridge.example:8443", "wss://bridge.example:8443"),
+        "answer_rate": ("8000", 8000),
+        "answer_headers": ("language=en-GB,x=1", "language=en-GB,x=1"),
+        "workers": ("4", 4),
     }
+    flags = ("lenient", "barge_in", "insecure")  # boolean fields: given without a value
     names = {f.name for f in dataclasses.fields(ServerConfig)}
-    assert names == set(values) | {"lenient"}, "a new field needs a line in this test"
-    argv: list[str] = ["--lenient"]
-    environ = {"BRIDGE_LENIENT": "yes"}
+    assert names == set(values) | set(flags), "a new field needs a line in this test"
+    argv: list[str] = ["--" + flag.replace("_", "-") for flag in flags]
+    environ = {env_name(flag): "yes" for flag in flags}
     for name, (raw, _) in values.items():
         argv += ["--" + name.replace("_", "-"), raw]
         environ[env_name(name)] = raw
     for config in (_config(argv), _config([], environ)):
         for name, (_, value) in values.items():
             assert getattr(config, name) == value, name
-        assert config.lenient is True
+        for flag in flags:
+            assert getattr(config, flag) is True, flag
 
 
 @pytest.mark.parametrize(
@@ -142,6 +173,18 @@ INVALID: list[tuple[list[str], str]] = [
     (["--first-message-timeout-s", "-3"], "--first-message-timeout-s"),
     (["--first-message-timeout-s", "nan"], "--first-message-timeout-s"),
     (["--first-message-timeout-s", "inf"], "--first-message-timeout-s"),
+    # production
+    (["--max-calls", "0"], "--max-calls"),
+    (["--idle-timeout-s", "0"], "--idle-timeout-s"),
+    (["--max-call-s", "nan"], "--max-call-s"),
+    (["--drain-seconds", "-1"], "--drain-seconds"),
+    (["--jwt-max-age-s", "0"], "--jwt-max-age-s"),
+    (["--workers", "0"], "--workers"),
+    (["--workers", "300"], "--workers"),
+    (["--token", ""], "--token"),
+    (["--public-url", "https://bridge.example"], "--public-url"),
+    (["--answer-headers", "novalue"], "--answer-headers"),
+    (["--path", "/metrics"], "--path"),
 ]
 
 

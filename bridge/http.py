@@ -1,0 +1,94 @@
+"""The plain-HTTP routes served on the websocket port: health, readiness, metrics, webhooks.
+
+A request for any path other than the websocket path comes here as (path, query,
+credentials) and gets an :class:`HttpResponse` back; the server turns it into bytes (only the
+server touches websockets). GET only: the websocket handshake parser refuses other methods
+with 400, which is why the ``/answer`` NCCO sets ``eventMethod: GET``.
+
+| path | answer |
+|---|---|
+| ``/health`` | 200 while the process runs (liveness) |
+| ``/ready`` | 200 while accepting calls, 503 once draining (readiness) |
+| ``/metrics`` | Prometheus text format (no authentication: keep it off the internet) |
+| ``/answer`` | the NCCO (``--public-url`` set; same authentication as upgrades) |
+| ``/event`` | 204, the event logged (``--public-url`` set; same authentication) |
+
+Import rule: standard library and bridge modules; never websockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from bridge.auth import Authenticator, Credentials
+from bridge.config import ServerConfig
+from bridge.endpoints import EndpointError
+from bridge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bridge.webhooks import answer_body, log_event
+
+TEXT = "text/plain; charset=utf-8"
+#: Seconds a refused caller (or load balancer) is told to wait before trying this instance.
+RETRY_AFTER_S = 5
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    content_type: str = TEXT
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def text(status: int, body: str, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
+    return HttpResponse(status, body.encode(), TEXT, headers)
+
+
+UNAUTHORIZED = text(401, "Unauthorized\n", (("WWW-Authenticate", 'Bearer realm="bridge"'),))
+NOT_FOUND = text(404, "Not Found\n")
+
+
+def unavailable(why: str) -> HttpResponse:
+    return text(503, f"Service Unavailable: {why}\n", (("Retry-After", str(RETRY_AFTER_S)),))
+
+
+class HttpRoutes:
+    """Answers the plain-HTTP paths; ``is_ready`` says whether calls are being accepted."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        auth: Authenticator,
+        metrics_text: Callable[[], bytes],
+        is_ready: Callable[[], bool],
+    ) -> None:
+        self.config = config
+        self.auth = auth
+        self.metrics_text = metrics_text
+        self.is_ready = is_ready
+
+    def handle(
+        self, path: str, query: Mapping[str, str], creds: Credentials
+    ) -> tuple[HttpResponse, str | None]:
+        """The response, and a reason when the request was refused for its credentials."""
+        if path == "/health":
+            return text(200, "ok\n"), None
+        if path == "/ready":
+            if self.is_ready():
+                return text(200, "ready\n"), None
+            return unavailable("draining"), None
+        if path == "/metrics":
+            return HttpResponse(200, self.metrics_text(), METRICS_CONTENT_TYPE), None
+        if path in ("/answer", "/event") and self.config.public_url is not None:
+            reason = self.auth.check(creds)
+            if reason is not None:
+                return UNAUTHORIZED, reason
+            if path == "/event":
+                log_event(query)
+                return HttpResponse(204), None
+            try:
+                body = answer_body(self.config, query)
+            except EndpointError as exc:  # e.g. a carried value breaking a URI rule
+                return text(400, f"Bad Request: {exc}\n"), None
+            return HttpResponse(200, body, "application/json"), None
+        return NOT_FOUND, None

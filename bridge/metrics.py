@@ -1,0 +1,257 @@
+"""Prometheus metrics (prometheus-client), kept off the per-frame path.
+
+Nothing here runs per audio frame. The server calls :meth:`Metrics.sample` about once a second
+(and once more when a call ends, and before every scrape): it reads each call's own counters
+(``call.stats``, ``call.summary()``), adds the differences since the last look to the process
+counters in one ``inc`` per metric, and observes one value per call for the per-call
+histograms. Rare events (an inbound gap, a ``websocket:cleared``) are observed individually.
+The pacing timer's lateness is observed once per timer wake-up (at most about a thousand a
+second, whatever the number of calls).
+
+With ``--workers N`` the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before starting the
+workers, prometheus-client's multiprocess mode writes every value to a file there, and any
+worker's ``/metrics`` sums all of them (gauges of live processes only). Single-process mode
+keeps values in memory and adds the process collector (CPU, memory, open files).
+
+Import rule: standard library, ``prometheus_client``, ``bridge.call`` (types only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+if TYPE_CHECKING:
+    from bridge.call import Call
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+FRAME_MS = 20
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: Outcomes of an upgraded websocket (the ``outcome`` label of ``bridge_calls_total``).
+OUTCOMES = (
+    "completed",
+    "protocol_error",
+    "first_message_timeout",
+    "idle_timeout",
+    "max_duration",
+    "handler_error",
+    "shutdown",
+    "dropped",
+)
+#: Reasons an upgrade is refused (the ``reason`` label of ``bridge_upgrades_refused_total``).
+REFUSALS = ("unauthorized", "capacity", "draining", "bad_handshake")
+
+_MS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0, 2.0)
+_GAP_BUCKETS = (0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0)
+_FINE_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+_QUEUE_BUCKETS = (0.0, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+@dataclass
+class CallMeter:
+    """What :meth:`Metrics.sample` last saw of one call, so it adds only the difference."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    inbound_dropped: int = 0
+    underruns: int = 0
+    upstream_reconnects: int = 0
+    upstream_replayed_ms: float = 0.0
+    upstream_lost_ms: float = 0.0
+
+
+class Metrics:
+    """Every metric of one process, registered in a registry of its own."""
+
+    def __init__(self) -> None:
+        # The *_created series double the text and say nothing a restart counter doesn't.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.multiprocess = multiprocess_mode()
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        if not self.multiprocess:
+            ProcessCollector(registry=r)
+        self.calls_active = Gauge(
+            "bridge_calls_active",
+            "Calls in progress (websocket:connected received, socket not yet closed)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.calls = Counter(
+            "bridge_calls",
+            "Upgraded websockets, by how they ended",
+            ["outcome"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "bridge_upgrades_refused",
+            "Websocket upgrades refused before any websocket existed, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.frames_in = Counter("bridge_frames_in", "20 ms frames received", registry=r)
+        self.frames_out = Counter("bridge_frames_out", "20 ms frames sent", registry=r)
+        self.inbound_dropped = Counter(
+            "bridge_inbound_dropped_frames",
+            "Inbound frames dropped because a handler fell more than 1 s behind",
+            registry=r,
+        )
+        self.underruns = Counter(
+            "bridge_underrun_frames",
+            "Outbound 20 ms slots that passed with nothing queued, mid-stream",
+            registry=r,
+        )
+        self.jitter = Histogram(
+            "bridge_inbound_jitter_seconds",
+            "RFC 3550 inter-arrival jitter of inbound audio; one observation per call per second",
+            buckets=_MS_BUCKETS,
+            registry=r,
+        )
+        self.gaps = Histogram(
+            "bridge_inbound_gap_seconds",
+            "Inbound inter-arrival gaps longer than two frames (40 ms); one per gap",
+            buckets=_GAP_BUCKETS,
+            registry=r,
+        )
+        self.pacing = Histogram(
+            "bridge_pacing_lateness_seconds",
+            "How late the outbound pacing timer fired after the earliest due frame",
+            buckets=_FINE_BUCKETS,
+            registry=r,
+        )
+        self.queue = Histogram(
+            "bridge_playout_queue_seconds",
+            "Outbound audio queued in bridge; one observation per call per second",
+            buckets=_QUEUE_BUCKETS,
+            registry=r,
+        )
+        self.clear_to_cleared = Histogram(
+            "bridge_clear_to_cleared_seconds",
+            "Time from our clear to Vonage's websocket:cleared",
+            buckets=_MS_BUCKETS,
+            registry=r,
+        )
+        self.upstream_reconnects = Counter(
+            "bridge_upstream_reconnects", "Upstream reconnections (forward mode)", registry=r
+        )
+        self.upstream_replayed = Counter(
+            "bridge_upstream_replayed_seconds",
+            "Caller audio replayed to the upstream after a reconnect (forward mode)",
+            registry=r,
+        )
+        self.upstream_lost = Counter(
+            "bridge_upstream_lost_seconds",
+            "Caller audio the upstream never got (forward mode)",
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "bridge_event_loop_lag_seconds",
+            "How late a periodic event-loop callback ran",
+            buckets=_FINE_BUCKETS,
+            registry=r,
+        )
+        for outcome in OUTCOMES:
+            self.calls.labels(outcome)
+        for reason in REFUSALS:
+            self.refused.labels(reason)
+
+    def sample(self, calls: Iterable[tuple[Call, CallMeter]], per_second: bool = True) -> None:
+        """Add what each call did since the last look; ``per_second`` also observes the
+        per-call-second histograms (off for the extra look at a call's end or a scrape)."""
+        frames_in = frames_out = dropped = underruns = reconnects = 0
+        replayed_ms = lost_ms = 0.0
+        for call, seen in calls:
+            stats = call.stats
+            frames_in += stats.frames_in - seen.frames_in
+            frames_out += stats.frames_out - seen.frames_out
+            dropped += stats.inbound_dropped - seen.inbound_dropped
+            seen.frames_in, seen.frames_out = stats.frames_in, stats.frames_out
+            seen.inbound_dropped = stats.inbound_dropped
+            summary = call.summary()
+            under = int(summary.get("underrun_frames", 0))
+            underruns += under - seen.underruns
+            seen.underruns = under
+            # Forward mode's link counters (bridge.upstream.LinkStats), when it set them.
+            rec, rep, lost = _upstream_figures(call.upstream_stats)
+            reconnects += rec - seen.upstream_reconnects
+            replayed_ms += rep - seen.upstream_replayed_ms
+            lost_ms += lost - seen.upstream_lost_ms
+            seen.upstream_reconnects, seen.upstream_replayed_ms = rec, rep
+            seen.upstream_lost_ms = lost
+            gaps = stats.pending_gaps_ms
+            while gaps:
+                self.gaps.observe(gaps.popleft() / 1000)
+            cleared = stats.pending_cleared_ms
+            while cleared:
+                self.clear_to_cleared.observe(cleared.popleft() / 1000)
+            if per_second and not call.ended:
+                if stats.frames_in > 1:
+                    self.jitter.observe(stats.jitter_ms / 1000)
+                self.queue.observe(call.queued_ms / 1000)
+        for counter, amount in (
+            (self.frames_in, frames_in),
+            (self.frames_out, frames_out),
+            (self.inbound_dropped, dropped),
+            (self.underruns, underruns),
+            (self.upstream_reconnects, reconnects),
+        ):
+            if amount > 0:
+                counter.inc(amount)
+        if replayed_ms > 0:
+            self.upstream_replayed.inc(replayed_ms / 1000)
+        if lost_ms > 0:
+            self.upstream_lost.inc(lost_ms / 1000)
+
+    def exposition(self) -> bytes:
+        """The text format for ``GET /metrics``: this process, or all workers' files."""
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def _upstream_figures(link: Any) -> tuple[int, float, float]:
+    """(reconnects, replayed ms, lost ms) from an upstream link's counters (duck-typed)."""
+    if link is None:
+        return 0, 0.0, 0.0
+    reconnects = max(0, int(getattr(link, "connects", 0)) - 1)
+    # Replayed: audio sent after a reconnect, whether resent (unconfirmed) or held back.
+    replayed = int(getattr(link, "frames_resent", 0)) + int(getattr(link, "frames_backlog", 0))
+    replayed_ms = float(replayed) * FRAME_MS
+    lost_ms = float(getattr(link, "frames_lost", 0)) * FRAME_MS
+    return reconnects, replayed_ms, lost_ms
+
+
+def deviation_p99_ms(counts: list[int], bucket_ms: float) -> float | None:
+    """The 99th percentile of per-frame deviations kept as counts of ``bucket_ms`` buckets
+    (the bucket's upper edge: a figure never below the truth by more than a bucket)."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = 0.99 * total
+    seen = 0
+    for index, n in enumerate(counts):
+        seen += n
+        if seen >= rank:
+            return round((index + 1) * bucket_ms, 3)
+    return round(len(counts) * bucket_ms, 3)

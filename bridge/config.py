@@ -151,6 +151,13 @@ class ServerConfig:
             "metavar": "DIR",
         },
     )
+    transcribe: bool = field(
+        default=False,
+        metadata={
+            "help": "also transcribe the caller with the built-in recogniser in any mode, "
+            "to DIR/<call id>.asr.jsonl under --transcripts",
+        },
+    )
     record_dir: str | None = field(
         default=None,
         metadata={
@@ -316,6 +323,10 @@ def _check_modes(c: ServerConfig) -> None:
     if c.upstream is not None and not c.upstream.startswith(("ws://", "wss://")):
         raise ConfigError(
             f"--upstream (BRIDGE_UPSTREAM) must start with ws:// or wss://, got {c.upstream!r}"
+        )
+    if c.transcribe and not c.transcripts:
+        raise ConfigError(
+            "--transcribe (BRIDGE_TRANSCRIBE) needs --transcripts DIR (BRIDGE_TRANSCRIPTS)"
         )
     if c.mode == "transcribe" and not c.transcripts:
         raise ConfigError(

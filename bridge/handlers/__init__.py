@@ -23,7 +23,7 @@ from bridge.handlers.echo import echo
 from bridge.handlers.forward import ForwardSettings, forward
 from bridge.handlers.play import PlaySettings, load_prompt, play
 from bridge.handlers.record import recorded
-from bridge.handlers.transcribe import transcribe
+from bridge.handlers.transcribe import transcribe, transcribed
 from bridge.transcribe import AsrPool, check_available
 from bridge.upstream import UpstreamOptions
 
@@ -104,6 +104,12 @@ def build_handler(config: ServerConfig) -> BuiltHandler:
     """
     closers: list[Callable[[], None]] = []
     handler = HANDLERS[config.mode](config, closers)
+    if config.transcribe and config.mode != "transcribe":
+        assert config.transcripts is not None  # ServerConfig checks it for --transcribe
+        check_available()
+        pool = AsrPool()
+        closers.append(pool.close)
+        handler = transcribed(handler, pool, Path(config.transcripts))
     if config.record_dir:
         handler = recorded(handler, Path(config.record_dir))
     return BuiltHandler(handler, closers)

@@ -52,8 +52,8 @@ class CallLog:
     (seconds since the call started, on the call's monotonic clock).
     """
 
-    def __init__(self, directory: Path, call: Call) -> None:
-        self.path = reserve_path(directory, call.id, ".jsonl")
+    def __init__(self, directory: Path, call: Call, suffix: str = ".jsonl") -> None:
+        self.path = reserve_path(directory, call.id, suffix)
         self._file: IO[str] = self.path.open("w", encoding="utf-8")
         self._call = call
 
@@ -75,12 +75,12 @@ class CallLog:
         self._file.close()
 
 
-def open_call_log(directory: Path | None, call: Call) -> CallLog | None:
+def open_call_log(directory: Path | None, call: Call, suffix: str = ".jsonl") -> CallLog | None:
     """The call's JSON-lines log in ``directory``; ``None`` (logged) if it cannot be made."""
     if directory is None:
         return None
     try:
-        return CallLog(directory, call)
+        return CallLog(directory, call, suffix)
     except OSError as exc:
         log.error(
             "cannot write the call's event log; going on without it",

@@ -39,7 +39,7 @@ _MAX_IN_FLIGHT = MAX_BEHIND_S * 1000 // BATCH_MS
 class Transcriber:
     """One call's audio to the recogniser, and its utterances to the call's JSON lines."""
 
-    def __init__(self, call: Call, pool: AsrPool, directory: Path) -> None:
+    def __init__(self, call: Call, pool: AsrPool, directory: Path, suffix: str = ".jsonl") -> None:
         self._call = call
         self._pool = pool
         self._index = pool.assign()
@@ -51,7 +51,7 @@ class Transcriber:
         self._errors = 0
         self.skipped_bytes_total = 0
         self.utterances = 0
-        self.log = open_call_log(directory, call)
+        self.log = open_call_log(directory, call, suffix)
 
     def on_inbound(self, frame: bytes) -> None:
         """The inbound tap: resample, batch, send (never blocks, never decodes here)."""
@@ -128,16 +128,32 @@ class Transcriber:
             )
 
 
-def transcribe(pool: AsrPool, directory: Path) -> Handler:
-    """The ``--mode transcribe`` handler: listen, transcribe, send nothing back."""
+async def _listen(call: Call) -> None:
+    async for _ in call.audio():
+        pass
 
-    async def transcribe_call(call: Call) -> None:
-        transcriber = Transcriber(call, pool, directory)
+
+def transcribed(
+    handler: Handler, pool: AsrPool, directory: Path, suffix: str = ".asr.jsonl"
+) -> Handler:
+    """``handler`` with the caller transcribed alongside (``--transcribe`` with any mode).
+
+    The recogniser listens through an inbound tap, so the mode's own handler still gets
+    every frame; its utterances go to their own file so a forward mode's upstream log and
+    the local transcript never interleave.
+    """
+
+    async def transcribed_call(call: Call) -> None:
+        transcriber = Transcriber(call, pool, directory, suffix)
         call.add_taps(inbound=transcriber.on_inbound)
         try:
-            async for _ in call.audio():
-                pass
+            await handler(call)
         finally:
             await transcriber.finish()
 
-    return transcribe_call
+    return transcribed_call
+
+
+def transcribe(pool: AsrPool, directory: Path) -> Handler:
+    """The ``--mode transcribe`` handler: listen, transcribe, send nothing back."""
+    return transcribed(_listen, pool, directory, suffix=".jsonl")

@@ -136,3 +136,27 @@ async def test_transcribe_from_the_command_line_at_16k_and_8k(
     assert found[8000][0] >= len(WORDS) // 3, found
     assert any(line.get("msg") == "utterance" for line in server.lines)  # and it was logged
     print(f"transcribe from the CLI: {found}")
+
+
+async def test_transcribe_combines_with_echo(sentence: Path, tmp_path: Path) -> None:
+    """``--transcribe`` with another mode: the caller hears the echo and is transcribed too."""
+    samples, _ = read_wav(sentence)
+    out = tmp_path / "t"
+    config = ServerConfig(mode="echo", transcribe=True, transcripts=str(out))
+    built = build_handler(config)
+    try:
+        async with running_server(built, mode="echo", transcribe=True, transcripts=str(out)) as srv:
+            report = await run_call(
+                CallOptions(
+                    url=url_of(srv, query="call=both"),
+                    rate=16000,
+                    seconds=len(samples) / 16000,
+                    wav=sentence,
+                )
+            )
+    finally:
+        built.close()
+    assert report.exact  # the echo is untouched by the recogniser beside it
+    lines = [json.loads(line) for line in (out / "both.asr.jsonl").read_text().splitlines()]
+    text = " ".join(line["text"] for line in lines if line["type"] == "utterance")
+    assert words_found(text) >= 0.8 * len(WORDS), text

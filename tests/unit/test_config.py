@@ -103,7 +103,12 @@ def test_every_field_can_come_from_cli_or_env() -> None:
         "answer_headers": ("language=en-GB,x=1", "language=en-GB,x=1"),
         "workers": ("4", 4),
     }
-    flags = ("lenient", "barge_in", "insecure")  # boolean fields: given without a value
+    flags = (
+        "lenient",
+        "barge_in",
+        "insecure",
+        "transcribe",
+    )  # boolean fields: given without a value
     names = {f.name for f in dataclasses.fields(ServerConfig)}
     assert names == set(values) | set(flags), "a new field needs a line in this test"
     argv: list[str] = ["--" + flag.replace("_", "-") for flag in flags]

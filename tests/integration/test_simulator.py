@@ -354,6 +354,138 @@ async def test_load_ten_calls_all_exact() -> None:
     assert "exact 10" in format_load_report(report)
 
 
+# --- what the load generator measures ----------------------------------------------------
+
+
+async def drop_and_swap(ws: ServerConnection, conn: Conn) -> None:
+    """Echo, but drop every 10th frame and send the others in swapped pairs."""
+    held: bytes | None = None
+    n = 0
+    async for message in ws:
+        if not isinstance(message, bytes):
+            continue
+        n += 1
+        if n % 10 == 0:
+            continue
+        if held is None:
+            held = message
+        else:
+            await ws.send(message)
+            await ws.send(held)
+            held = None
+
+
+async def delay_every_tenth(ws: ServerConnection, conn: Conn) -> None:
+    """Echo, but every 10th frame comes back 70 ms late."""
+    later: set[asyncio.Task[None]] = set()
+
+    async def send_later(message: bytes) -> None:
+        await asyncio.sleep(0.07)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(message)
+
+    n = 0
+    async for message in ws:
+        if isinstance(message, bytes):
+            n += 1
+            if n % 10 == 0:
+                task = asyncio.create_task(send_later(message))
+                later.add(task)
+                task.add_done_callback(later.discard)
+            else:
+                await ws.send(message)
+
+
+async def test_echoes_match_despite_drops_and_reordering() -> None:
+    async with far_end(drop_and_swap) as (_, url):
+        report = await run_call(CallOptions(url, seconds=1.0, linger_s=0.3))
+    assert report.frames_sent == 50
+    # 5 dropped, 44 came back in swapped pairs, the 45th was still held at the hang-up.
+    assert report.frames_matched == 44
+    assert report.frames_lost == 6
+    assert report.frames_not_exact == 0
+    assert report.out_of_order == 22
+    assert not report.exact
+
+
+async def test_late_echoes_are_counted_over_20_50_and_100_ms() -> None:
+    async with far_end(delay_every_tenth) as (_, url):
+        report = await run_call(CallOptions(url, seconds=1.0, linger_s=0.3))
+    assert report.frames_matched == 50
+    assert report.frames_late_50ms >= 5
+    assert report.frames_late_20ms >= report.frames_late_50ms >= report.frames_late_100ms
+    assert report.frames_late_100ms < 5 or SCALE > 1
+    assert "over 50 ms" in format_call_report(report)
+
+
+def grid_player(period_ms: float) -> Script:
+    """A far end that plays its own audio: a 5-frame burst, then one frame per period."""
+
+    async def script(ws: ServerConnection, conn: Conn) -> None:
+        async def drain() -> None:
+            async for _ in ws:
+                pass
+
+        reader = asyncio.create_task(drain())
+        frame = bytes(frame_bytes(16000))
+        start = time.monotonic()
+        try:
+            for _ in range(5):
+                await ws.send(frame)
+            k = 1
+            while True:
+                await asyncio.sleep(max(0.0, start + k * period_ms / 1000 - time.monotonic()))
+                await ws.send(frame)
+                k += 1
+        finally:
+            reader.cancel()
+
+    return script
+
+
+async def test_pacing_of_the_far_end_is_measured_error_and_drift() -> None:
+    async with (
+        far_end(grid_player(20.0)) as (_, steady_url),
+        far_end(grid_player(21.0)) as (_, slow_url),
+    ):
+        steady, slow = await asyncio.gather(
+            run_call(CallOptions(steady_url, seconds=3.0, linger_s=0.1, measure_pacing=True)),
+            run_call(CallOptions(slow_url, seconds=3.0, linger_s=0.1, measure_pacing=True)),
+        )
+    assert steady.pacing_error_p50_ms is not None and steady.pacing_drift_ms is not None
+    assert steady.pacing_error_p50_ms < wait_s(3)
+    assert abs(steady.pacing_drift_ms) < wait_s(4)
+    # 1 ms late per frame: about 43 frames between the two windows' middles.
+    assert slow.pacing_drift_ms is not None and slow.pacing_drift_ms > 25
+    assert slow.pacing_error_max_ms is not None and slow.pacing_error_max_ms > 50
+    assert "drift" in format_call_report(slow)
+    plain = await run_call(CallOptions(f"ws://127.0.0.1:{_closed_port()}/", seconds=1.0))
+    assert plain.pacing_error_p50_ms is None
+
+
+async def test_load_over_two_processes_merges_everything() -> None:
+    async with far_end(echo) as (end, url):
+        report = await asyncio.wait_for(
+            run_load(CallOptions(url, seconds=1.0, linger_s=0.3), calls=4, procs=2),
+            wait_s(60),
+        )
+    assert report.procs == 2
+    assert len(end.conns) == 4
+    assert report.calls_ok == report.calls_exact == 4
+    assert abs(report.frames_sent - 200) <= 4
+    assert report.frames_lost == 0 and report.frames_late_100ms == 0
+    assert report.rtt_p99_ms is not None and report.lateness_p99_ms is not None
+    assert report.loop_lag_p99_ms is not None
+    assert report.call_jitter_p50_ms is not None
+    assert report.client_cpu_s is not None and report.client_cpu_s > 0
+    assert "in 2 processes" in format_load_report(report)
+
+
+async def test_load_rejects_zero_processes() -> None:
+    with pytest.raises(ConfigError):
+        await run_load(CallOptions("ws://127.0.0.1:1/"), calls=2, procs=0)
+
+
 # --- CLI --------------------------------------------------------------------------------
 
 
@@ -390,6 +522,7 @@ def _closed_port() -> int:
         (["call", "ws://h/", "--record", "/nonexistent/dir/x.wav"], "no directory"),
         (["load", "ws://h/", "--calls", "0"], "calls must be >= 1"),
         (["load", "ws://h/", "--calls", "2", "--ramp", "-1"], "ramp must be >= 0"),
+        (["load", "ws://h/", "--calls", "2", "--procs", "0"], "procs must be >= 1"),
     ],
 )
 def test_cli_bad_arguments_exit_2_with_one_line(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,29 @@ def test_summary_in_ms() -> None:
     assert abs(summary["p50"] - 50.5) < 0.5
     assert abs(summary["p99"] - 99.01) < 1.0
     assert h.mean_ns() == pytest.approx(50.5e6)
+
+
+def test_record_puts_each_value_in_the_bucket_index_says() -> None:
+    # record() inlines _index for speed: both must agree on every magnitude and the clamp.
+    h = Histogram(max_ns=10**9)
+    values = [0, 1, 999, 1000, 255_999, 256_000, 256_999, 10**6, 123_456_789, 10**9, 10**12]
+    for value in values:
+        h.record(value)
+    expected: dict[int, int] = {}
+    for value in values:
+        index = min(h._index(value // h.unit_ns), h._max_index)
+        expected[index] = expected.get(index, 0) + 1
+    assert h._buckets == expected
+    assert (h.min_ns, h.max_ns, h.count) == (0, 10**12, len(values))
+
+
+def test_histograms_survive_pickling_for_load_processes() -> None:
+    # bridge load --procs sends each process's histograms to the parent by pickle.
+    h = Histogram()
+    h.record_many(range(0, 50_000_000, 12_345))
+    copy = pickle.loads(pickle.dumps(h))
+    assert copy.percentiles_ns(PERCENTS) == h.percentiles_ns(PERCENTS)
+    merged = Histogram()
+    merged.merge(copy)
+    merged.merge(h)
+    assert merged.count == 2 * h.count

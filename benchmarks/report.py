@@ -419,15 +419,15 @@ def next_steps(prof: dict[str, Any] | None, cap: dict[str, Any] | None) -> str:
     pause = prof.get("gc_pause") or {}
     if pause.get("with_calls_ms") is not None:
         lines.append(
-            f"0. **First, `gc.freeze()` once the server has started** (and again after a "
-            f"burst of new calls, if wanted). A full garbage collection in a `bridge serve` "
+            f"0. **Done: `gc.freeze()` once the server has started** (`bridge.server.serve`; "
+            f"again after a burst of new calls would help further). A full garbage collection in a `bridge serve` "
             f"process walks {pause['tracked_with_calls']} tracked objects (numpy, soxr, "
             f"websockets, prometheus-client and {pause['calls']} calls) and stalls every call "
             f"for {pause['with_calls_ms']} ms ({pause['after_freeze_ms']} ms after a freeze). "
-            "That is the step failures above at 100-200 calls with the server under 50 % CPU: "
-            "a few dozen echoes 20-50 ms late, round-trip p99 still about 2 ms. No CPU gain, "
-            "but it lets the bar be met up to where the CPU runs out (the load generator "
-            "does this since it stalled the same way)."
+            "Before the freeze that caused step failures at 100-200 calls with the server under "
+            "50 % CPU: a few dozen echoes 20-50 ms late, round-trip p99 still about 2 ms. No CPU "
+            "gain, but it lets the bar be met further towards where the CPU runs out (the load "
+            "generator does the same)."
         )
 
     left = pair
@@ -475,10 +475,9 @@ def readme_section(cap: dict[str, Any] | None, pac: dict[str, Any] | None) -> st
         "",
         _headline(cap),
         "",
-        "bridge's own figure moves from run to run (its failures at low load are "
-        "garbage-collection stalls of 10-20 ms, not a lack of CPU), and the goal of 1000 "
-        "calls per core is not met yet: the page above shows where each frame's CPU goes and "
-        "ranks what comes next.",
+        "Figures move by about 20 % from run to run on this shared 2-core VM, and the goal of "
+        "1000 calls per core is not met yet: the page above shows where each frame's CPU goes "
+        "and ranks what comes next.",
     ]
     if pac:
         rows = {r["step"]: r for r in pac["rows"]}

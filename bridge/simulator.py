@@ -1200,7 +1200,9 @@ class _Call:
             bad_frames=self.bad_frames,
             exact=exact,
             frames_matched=self.frames_matched,
-            frames_lost=self.frames_sent - self.frames_matched,
+            # A frame that came back changed (a resampling far end) is "not exact", not lost:
+            # lost counts only what never came back in any form.
+            frames_lost=max(0, self.frames_sent - self.frames_matched - self.frames_not_exact),
             frames_not_exact=self.frames_not_exact,
             out_of_order=self.out_of_order,
             rtt_p50_ms=_ms(rtt50),

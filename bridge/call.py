@@ -174,7 +174,6 @@ class Call:
         self._room_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._clear_sent_ns: int | None = None
-        self._last_arrival_ns: int | None = None
         self._ended = False
         self._hung_up = False
         self._stream = scheduler.open_stream(
@@ -404,9 +403,8 @@ class Call:
                 waiter.set_result(None)
 
     def _measure_arrival(self, now_ns: int) -> None:
-        last = self._last_arrival_ns
-        self._last_arrival_ns = now_ns
         stats = self.stats
+        last = stats.last_arrival_ns
         stats.last_arrival_ns = now_ns
         if last is None:
             stats.first_arrival_ns = now_ns

@@ -424,6 +424,20 @@ def parse_pairs(text: str, source: str) -> dict[str, str]:
     return pairs
 
 
+def parse_key_values(items: list[str], option: str, *, unique: bool = False) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` arguments (``--header``) into a dict; ``unique`` refuses a key
+    given twice instead of keeping the last one."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{option} needs KEY=VALUE, got {item!r}")
+        if unique and key in pairs:
+            raise ConfigError(f"{option} {key!r} given twice")
+        pairs[key] = value
+    return pairs
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -16,6 +16,7 @@ import argparse
 import json
 from typing import Any
 
+from bridge.config import parse_key_values
 from bridge.endpoints import (
     EVENT_METHODS,
     Connect,
@@ -124,7 +125,7 @@ def build_ncco(args: argparse.Namespace) -> list[dict[str, Any]]:
         return websocket_ncco(
             args.websocket,
             DEFAULT_RATE if args.rate is None else args.rate,
-            _parse_headers(args.header),
+            parse_key_values(args.header, "--header", unique=True),
             args.auth,
             args.event_url,
             args.event_method or "GET",
@@ -144,15 +145,3 @@ def build_ncco(args: argparse.Namespace) -> list[dict[str, Any]]:
         event_method=args.event_method,
     )
     return ncco(connect)
-
-
-def _parse_headers(items: list[str]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--header needs KEY=VALUE, got {item!r}")
-        if key in headers:
-            raise ConfigError(f"--header {key!r} given twice")
-        headers[key] = value
-    return headers

@@ -71,6 +71,7 @@ except ImportError:  # pragma: no cover - websockets built without its C extensi
 from bridge.audio.pcm import Samples, to_bytes, to_samples, tone
 from bridge.audio.resample import resample_whole
 from bridge.audio.wav import WavWriter, read_wav
+from bridge.config import parse_key_values
 from bridge.errors import BridgeError, ConfigError
 from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock
 from bridge.protocol.vonage import (
@@ -1764,23 +1765,13 @@ def _parse_http_headers(items: list[str]) -> dict[str, str]:
     return headers
 
 
-def _parse_headers(items: list[str]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--header needs KEY=VALUE, got {item!r}")
-        headers[key] = value
-    return headers
-
-
 def options_from_args(args: argparse.Namespace) -> CallOptions:
     """Build :class:`CallOptions` from parsed arguments; bad values raise ``ConfigError``."""
     return CallOptions(
         url=args.url,
         rate=args.rate,
         seconds=args.seconds,
-        headers=_parse_headers(args.header),
+        headers=parse_key_values(args.header, "--header"),
         wav=args.wav,
         tone_hz=args.tone,
         dtmf=args.dtmf,

@@ -193,20 +193,7 @@ def run(quick: bool) -> dict[str, Any]:
         data["gc_pause"] = {"error": probe.stderr.strip()[-300:]}
     py_spy = _py_spy()
     with harness.server("profile", harness.bridge_argv("--mode", "echo")) as srv:
-        argv = [
-            harness.PYTHON,
-            "-m",
-            "bridge",
-            "load",
-            srv.url,
-            "--calls",
-            str(calls),
-            "--seconds",
-            str(seconds),
-            "--ramp",
-            "1",
-            "--json",
-        ]
+        argv = harness.load_argv(srv.url, calls, seconds, "--ramp", "1")
         load = subprocess.Popen(
             harness.pinned(harness.LOAD_CPU, argv),
             stdout=subprocess.PIPE,

@@ -283,6 +283,23 @@ class Step:
         }
 
 
+def load_argv(url: str, calls: int, seconds: float, *extra: str) -> list[str]:
+    """The ``bridge load ... --json`` command line every benchmark step runs."""
+    return [
+        PYTHON,
+        "-m",
+        "bridge",
+        "load",
+        url,
+        "--calls",
+        str(calls),
+        "--seconds",
+        str(seconds),
+        "--json",
+        *extra,
+    ]
+
+
 def run_step(
     srv: Server,
     calls: int,
@@ -299,25 +316,18 @@ def run_step(
     0.5 s, plus the ramp, plus 1 s) and ends before the first call hangs up.
     """
     rss_idle = rss_bytes(srv.pid)
-    argv = [
-        PYTHON,
-        "-m",
-        "bridge",
-        "load",
+    argv = load_argv(
         srv.url,
-        "--calls",
-        str(calls),
-        "--seconds",
-        str(seconds),
+        calls,
+        seconds,
         "--ramp",
         str(ramp_s),
         "--procs",
         str(procs),
         "--linger",
         "0.5",
-        "--json",
         *extra,
-    ]
+    )
     started = time.monotonic()
     proc = subprocess.Popen(
         pinned(cpus, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT

@@ -322,9 +322,12 @@ class Call:
 
     # --- the transport's side ----------------------------------------------------------
 
-    def feed_audio(self, data: bytes) -> None:
-        """A binary message from Vonage: re-framed, measured, resampled, queued."""
-        now = self._clock.now_ns()
+    def feed_audio(self, data: bytes, now_ns: int | None = None) -> None:
+        """A binary message from Vonage: re-framed, measured, resampled, queued.
+
+        ``now_ns``: when it arrived (the connection reads the clock once per read).
+        """
+        now = self._clock.now_ns() if now_ns is None else now_ns
         for frame in self._in_framer.push(data):
             self._measure_arrival(now)
             self.stats.frames_in += 1

@@ -19,20 +19,15 @@ Import rule: the only module besides ``simulator`` that imports websockets.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import gc
-import http
 import logging
 import ssl
 from collections.abc import Callable
-from typing import cast
 from urllib.parse import parse_qsl, urlencode
 
 from websockets.datastructures import Headers
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
 from websockets.protocol import State
-from websockets.server import ServerProtocol
 
 from bridge.audio.resample import Resampler
 from bridge.auth import Authenticator, Credentials, check_exposure
@@ -44,10 +39,12 @@ from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock, Scheduler
 from bridge.protocol.vonage import SUPPORTED_RATES, parse_connected, parse_event
+from bridge.transport.connection import CLOSE_TIMEOUT_S
+from bridge.transport.lifecycle import Event, Outcome
+from bridge.transport.server import ServerConnection
 from bridge.webhooks import answer_ncco
 
 log = logging.getLogger("bridge.server")
-_ws_log = logging.getLogger("bridge.websocket")
 
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
@@ -68,11 +65,9 @@ CLOSE_CODES: dict[Fault, int] = {
     Fault.INVALID_EVENT: 1007,
 }
 
-CLOSE_TIMEOUT_S = 2.0
 #: How often call counters are added to the metrics and idle calls are looked for.
 SAMPLE_PERIOD_S = 1.0
 LENIENT_MAX_EARLY_FRAMES = 50
-WRITE_BUFFER_ABORT_BYTES = 4 << 20
 
 
 def close_reason(fault: Fault, detail: str = "") -> str:
@@ -235,7 +230,8 @@ class BridgeServer:
             last = call.stats.last_arrival_ns or conn.started_ns
             if now_ns - last > idle_ns:
                 conn.limit_close(
-                    "idle_timeout", f"idle timeout: no audio for {self.config.idle_timeout_s:g} s"
+                    Event.IDLE_TIMEOUT,
+                    f"idle timeout: no audio for {self.config.idle_timeout_s:g} s",
                 )
         self._tick_due = max(self._tick_due + self._sample_period_s, now)
         self._tick = loop.call_at(self._tick_due, self._on_tick)
@@ -262,69 +258,82 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-class CallConnection(asyncio.Protocol):
-    """One TCP connection: handshake, first message, then one :class:`Call`."""
+class CallConnection(ServerConnection):
+    """One accepted connection: upgrade decision, first message, then one :class:`Call`.
+
+    The connection layer (``bridge.transport``) delivers each message synchronously; audio
+    goes straight into ``Call.feed_audio``. How the call ends is its lifecycle's outcome.
+    """
 
     def __init__(self, server: BridgeServer) -> None:
+        super().__init__(clock=server.clock, max_size=server.config.max_message_bytes)
         self.server = server
         self.config = server.config
-        self.proto = ServerProtocol(max_size=server.config.max_message_bytes, logger=_ws_log)
-        self.transport: asyncio.Transport | None = None
         self.call: Call | None = None
         self.query = ""
-        self.peer = "?"
         self.forwarded_for: str | None = None
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.meter = CallMeter()
-        self.upgraded = False
-        #: Set where the server decides how the call ends; else derived at connection_lost.
-        self.outcome: str | None = None
         self.started_ns = 0
         self._early: list[bytes] = []
-        self._fragments: bytearray | None = None
-        self._fragment_text = False
         self._first_timer: asyncio.TimerHandle | None = None
-        self._close_timer: asyncio.TimerHandle | None = None
         self._duration_timer: asyncio.TimerHandle | None = None
-        self._closing_logged = False
+        self._refusal_logged = False
 
-    # --- asyncio.Protocol ---------------------------------------------------------------
+    # --- the connection layer's hooks ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        peer = self.transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        super().connection_made(transport)
         self.server.connections.add(self)
-        loop = asyncio.get_running_loop()
-        self._first_timer = loop.call_later(
+        self._first_timer = self.loop.call_later(
             self.config.first_message_timeout_s, self._first_message_timeout
         )
 
-    def data_received(self, data: bytes) -> None:
-        proto = self.proto
-        proto.receive_data(data)
-        events = proto.events_received()
-        self._flush()
+    def on_binary(self, data: bytes, now_ns: int) -> None:
+        call = self.call
+        if call is not None:
+            call.feed_audio(data, now_ns)
+            return
+        if not self.config.lenient:
+            self._refuse(PeerError(Fault.BINARY_BEFORE_METADATA))
+        elif len(self._early) < LENIENT_MAX_EARLY_FRAMES:
+            self._early.append(data)
+
+    def on_text(self, text: str, now_ns: int) -> None:
         try:
-            for event in events:
-                if isinstance(event, Request):
-                    self._on_request(event)
-                elif isinstance(event, Frame) and proto.state is State.OPEN:
-                    self._on_frame(event.opcode, bytes(event.data), event.fin)
+            call = self.call
+            if call is not None:
+                event = parse_event(text)
+                if event is not None:
+                    call.feed_event(event)
+                return
+            connected = parse_connected(text, self.query)
         except PeerError as exc:
             self._refuse(exc)
-        self._after_io()
+            return
+        self._start_call(
+            Call(
+                connected,
+                self,
+                self.server.scheduler,
+                pipeline_rate=self.config.pipeline_rate,
+                playout_max_ms=self.config.playout_max_ms,
+            )
+        )
 
-    def eof_received(self) -> bool | None:
-        self.proto.receive_eof()
-        self._flush()
-        self._after_io()
-        return None
+    def on_closing(self) -> None:
+        proto = self.proto
+        if (
+            not self._refusal_logged
+            and self.lifecycle.outcome is Outcome.PROTOCOL_ERROR
+            and proto.close_sent is not None
+        ):
+            # The connection layer failed the connection (message too big, bad framing).
+            self._log_refusal(proto.close_sent.code, proto.close_sent.reason)
+        if self.call is not None:
+            self.call.end()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.proto.receive_eof()
-        for timer in (self._first_timer, self._close_timer, self._duration_timer):
+    def on_lost(self, exc: Exception | None) -> None:
+        for timer in (self._first_timer, self._duration_timer):
             if timer is not None:
                 timer.cancel()
         server = self.server
@@ -334,69 +343,38 @@ class CallConnection(asyncio.Protocol):
             call.end()
             server.metrics.sample([(call, self.meter)], per_second=False)
             server.metrics.calls_active.dec()
-        if self.upgraded:
-            outcome = self.outcome or self._derived_outcome()
-            server.metrics.calls.labels(outcome).inc()
+        if self.lifecycle.upgraded:
+            outcome = self.lifecycle.outcome or Outcome.DROPPED
+            server.metrics.calls.labels(outcome.value).inc()
             server.upgrade_done(-1)
             if call is not None:
-                log.info("call ended", extra={"outcome": outcome, **self._summary(call)})
-        if not self.lost.done():
-            self.lost.set_result(None)
+                log.info("call ended", extra={"outcome": outcome.value, **self._summary(call)})
 
-    # --- CallIO (what the Call uses) ----------------------------------------------------
+    # --- CallIO (what the Call uses): send_binary, send_text from Connection ------------
 
-    def send_binary(self, data: bytes) -> None:
-        if self.proto.state is not State.OPEN or self.transport is None:
-            return
-        self.proto.send_binary(data)
-        self._flush()
-        if self.transport.get_write_buffer_size() > WRITE_BUFFER_ABORT_BYTES:
-            log.warning("peer is not reading; aborting", extra={"peer": self.peer})
-            self.transport.abort()
+    def close(self, code: int, reason: str = "", event: Event | None = None) -> None:
+        if event is None:
+            event = Event.HANDLER_ERROR if code == INTERNAL_ERROR else Event.CLOSE
+        super().close(code, reason, event)
 
-    def send_text(self, text: str) -> None:
-        if self.proto.state is not State.OPEN:
-            return
-        self.proto.send_text(text.encode())
-        self._flush()
-
-    def close(self, code: int, reason: str) -> None:
-        if self.proto.state is not State.OPEN:
-            return
-        if code == INTERNAL_ERROR and self.outcome is None:
-            self.outcome = "handler_error"
-        self._closing_logged = True
-        self.proto.send_close(code, reason)
-        self._flush()
-        self._after_io()
-
-    # --- internals ----------------------------------------------------------------------
+    # --- the server's decisions ---------------------------------------------------------
 
     def shutdown(self, code: int, reason: str) -> None:
         if self.proto.state is State.OPEN:
-            if self.outcome is None:
-                self.outcome = "shutdown"
-            self.close(code, reason)
+            self.close(code, reason, Event.SHUTDOWN)
         elif self.transport is not None and self.proto.state is State.CONNECTING:
             self.transport.close()
 
-    def limit_close(self, outcome: str, reason: str) -> None:
+    def limit_close(self, event: Event, reason: str) -> None:
         """A limit ended the call (idle, duration): 1008 with ``reason``, logged once."""
         if self.proto.state is not State.OPEN:
             return
-        self.outcome = self.outcome or outcome
         log.info(
             "call closed by limit: %s",
             reason,
             extra={"call_id": self.call.id if self.call else None, "peer": self.peer},
         )
-        self.close(LIMIT_CLOSE, reason)
-
-    def _derived_outcome(self) -> str:
-        proto = self.proto
-        if proto.close_rcvd is None and proto.close_sent is None:
-            return "dropped"
-        return "completed"
+        self.close(LIMIT_CLOSE, reason, event)
 
     def _summary(self, call: Call) -> dict[str, object]:
         stats = call.stats
@@ -412,7 +390,7 @@ class CallConnection(asyncio.Protocol):
         summary["close_sent"] = sent.code if sent is not None else None
         return summary
 
-    def _on_request(self, request: Request) -> None:
+    def on_request(self, request: Request) -> None:
         path, _, query_string = request.path.partition("?")
         server = self.server
         pairs = parse_qsl(query_string, keep_blank_values=True)
@@ -421,7 +399,7 @@ class CallConnection(asyncio.Protocol):
         self.forwarded_for = _one_header(request.headers, "X-Forwarded-For")
         if path != self.config.path:
             reply, why = server.routes.handle(path, query, creds)
-            self._send_plain(reply)
+            self._answer(reply)
             if why is not None:
                 log.warning("webhook refused: %s", why, extra={"peer": self.peer, "path": path})
             return
@@ -440,7 +418,7 @@ class CallConnection(asyncio.Protocol):
         if refusal is not None:
             reply, label, why = refusal
             server.refused(label)
-            self._send_plain(reply)
+            self._answer(reply)
             log.warning(
                 "upgrade refused: %d %s",
                 reply.status,
@@ -448,77 +426,17 @@ class CallConnection(asyncio.Protocol):
                 extra={"peer": self.peer, "forwarded_for": self.forwarded_for},
             )
             return
-        response = self.proto.accept(request)
-        self.proto.send_response(response)
-        self._flush()
-        if response.status_code != 101:
+        status = self.accept(request)
+        if status != 101:
             server.refused("bad_handshake")
-            log.info(
-                "upgrade refused",
-                extra={"peer": self.peer, "status": response.status_code, "path": path},
-            )
+            log.info("upgrade refused", extra={"peer": self.peer, "status": status, "path": path})
             return
-        self.upgraded = True
         server.upgrade_done(+1)
         # The token is a credential: it never becomes call metadata (nor a log line).
         self.query = urlencode([(k, v) for k, v in pairs if k != "token"])
 
-    def _send_plain(self, reply: HttpResponse) -> None:
-        status = http.HTTPStatus(reply.status)
-        headers = Headers(
-            [
-                ("Date", email.utils.formatdate(usegmt=True)),
-                ("Connection", "close"),
-                ("Cache-Control", "no-store"),
-            ]
-        )
-        if reply.status != 204:
-            headers["Content-Length"] = str(len(reply.body))
-            headers["Content-Type"] = reply.content_type
-        for key, value in reply.headers:
-            headers[key] = value
-        self.proto.send_response(Response(status.value, status.phrase, headers, reply.body))
-        self._flush()
-
-    def _on_frame(self, opcode: Opcode, data: bytes, fin: bool) -> None:
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if not fin:
-                self._fragments = bytearray(data)
-                self._fragment_text = opcode is Opcode.TEXT
-                return
-            self._on_message(opcode is Opcode.TEXT, data)
-        elif opcode is Opcode.CONT and self._fragments is not None:
-            self._fragments += data
-            if fin:
-                whole, self._fragments = bytes(self._fragments), None
-                self._on_message(self._fragment_text, whole)
-
-    def _on_message(self, is_text: bool, data: bytes) -> None:
-        call = self.call
-        if call is not None:
-            if is_text:
-                event = parse_event(_decode(data, Fault.INVALID_EVENT))
-                if event is not None:
-                    call.feed_event(event)
-            else:
-                call.feed_audio(data)
-            return
-        if not is_text:
-            if not self.config.lenient:
-                raise PeerError(Fault.BINARY_BEFORE_METADATA)
-            if len(self._early) < LENIENT_MAX_EARLY_FRAMES:
-                self._early.append(bytes(data))
-            return
-        connected = parse_connected(_decode(data, Fault.FIRST_MESSAGE_NOT_JSON), self.query)
-        self._start_call(
-            Call(
-                connected,
-                self,
-                self.server.scheduler,
-                pipeline_rate=self.config.pipeline_rate,
-                playout_max_ms=self.config.playout_max_ms,
-            )
-        )
+    def _answer(self, reply: HttpResponse) -> None:
+        self.respond(reply.status, reply.body, reply.content_type, reply.headers)
 
     def _start_call(self, call: Call) -> None:
         if self._first_timer is not None:
@@ -528,10 +446,9 @@ class CallConnection(asyncio.Protocol):
         server.calls_total += 1
         server.metrics.calls_active.inc()
         self.started_ns = server.clock.now_ns()
-        loop = asyncio.get_running_loop()
         max_s = self.config.max_call_s
-        self._duration_timer = loop.call_later(
-            max_s, self.limit_close, "max_duration", f"maximum call duration {max_s:g} s"
+        self._duration_timer = self.loop.call_later(
+            max_s, self.limit_close, Event.MAX_DURATION, f"maximum call duration {max_s:g} s"
         )
         log.info(
             "call started",
@@ -547,7 +464,7 @@ class CallConnection(asyncio.Protocol):
         for early in self._early:
             call.feed_audio(early)
         self._early.clear()
-        task = loop.create_task(self._run_handler(call))
+        task = self.loop.create_task(self._run_handler(call))
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
 
@@ -566,25 +483,23 @@ class CallConnection(asyncio.Protocol):
                 extra={"call_id": call.id},
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
-            self.outcome = self.outcome or "handler_error"
             call.hangup(INTERNAL_ERROR, "handler error")
 
     def _refuse(self, exc: PeerError) -> None:
         code = CLOSE_CODES[exc.fault]
         reason = close_reason(exc.fault, exc.detail)
+        self._log_refusal(code, reason)
+        timeout = exc.fault is Fault.FIRST_MESSAGE_TIMEOUT
+        self.close(code, reason, Event.FIRST_MESSAGE_TIMEOUT if timeout else Event.PEER_FAULT)
+
+    def _log_refusal(self, code: int, reason: str) -> None:
+        self._refusal_logged = True
         log.warning(
             "call refused: %d %s",
             code,
             reason,
             extra={"peer": self.peer, "call_id": self.call.id if self.call else None},
         )
-        self._closing_logged = True
-        if self.outcome is None:
-            timeout = exc.fault is Fault.FIRST_MESSAGE_TIMEOUT
-            self.outcome = "first_message_timeout" if timeout else "protocol_error"
-        if self.proto.state is State.OPEN:
-            self.proto.send_close(code, reason)
-            self._flush()
 
     def _first_message_timeout(self) -> None:
         if self.call is not None:
@@ -593,42 +508,8 @@ class CallConnection(asyncio.Protocol):
             self._refuse(
                 PeerError(Fault.FIRST_MESSAGE_TIMEOUT, f"{self.config.first_message_timeout_s:g} s")
             )
-            self._after_io()
         elif self.transport is not None:
             self.transport.close()
-
-    def _after_io(self) -> None:
-        proto = self.proto
-        if proto.state is State.OPEN or proto.state is State.CONNECTING:
-            return
-        if not self._closing_logged and proto.close_sent is not None:
-            # websockets failed the connection itself (e.g. message too big, bad framing).
-            self._closing_logged = True
-            code, reason = proto.close_sent.code, proto.close_sent.reason
-            if proto.close_rcvd is None:
-                self.outcome = self.outcome or "protocol_error"
-                log.warning(
-                    "call refused: %d %s",
-                    code,
-                    reason,
-                    extra={"peer": self.peer, "call_id": self.call.id if self.call else None},
-                )
-        if self.call is not None:
-            self.call.end()
-        if proto.close_expected() and self._close_timer is None and self.transport is not None:
-            self._close_timer = asyncio.get_running_loop().call_later(
-                CLOSE_TIMEOUT_S, self.transport.close
-            )
-
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        for data in self.proto.data_to_send():
-            if data:
-                transport.write(data)
-            else:
-                transport.close()
 
 
 def _one_header(headers: Headers, name: str) -> str | None:
@@ -647,13 +528,6 @@ def _drift_ppm(first_ns: int | None, last_ns: int | None, frames: int) -> float 
         return None
     media = (frames - 1) * FRAME_NS
     return round((media - elapsed) / elapsed * 1e6, 1)
-
-
-def _decode(data: bytes, fault: Fault) -> str:
-    try:
-        return data.decode()
-    except UnicodeDecodeError as exc:
-        raise PeerError(fault, "not UTF-8") from exc
 
 
 async def serve(

@@ -291,7 +291,10 @@ class CallConnection(ServerConnection):
     def on_binary(self, data: bytes, now_ns: int) -> None:
         call = self.call
         if call is not None:
-            call.feed_audio(data, now_ns)
+            try:
+                call.feed_audio(data, now_ns)
+            except Exception as exc:  # a tap or a synchronous handler failed: this call only
+                self._sync_handler_failed(call, exc)
             return
         if not self.config.lenient:
             self._refuse(PeerError(Fault.BINARY_BEFORE_METADATA))
@@ -319,6 +322,16 @@ class CallConnection(ServerConnection):
                 playout_max_ms=self.config.playout_max_ms,
             )
         )
+
+    def _sync_handler_failed(self, call: Call, exc: Exception) -> None:
+        log.error(
+            "handler failed: %s: %s",
+            type(exc).__name__,
+            exc,
+            extra={"call_id": call.id},
+            exc_info=True,
+        )
+        call.hangup(INTERNAL_ERROR, "handler error")
 
     def on_closing(self) -> None:
         proto = self.proto

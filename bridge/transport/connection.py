@@ -93,18 +93,9 @@ def frame_head(opcode: int, length: int, masked: bool) -> bytes:
     return bytes((0x80 | opcode, mask_bit | 127)) + length.to_bytes(8, "big")
 
 
-#: Headers of the common frame sizes, built once (640 bytes: a 20 ms frame at 16 kHz...).
-_HEADS: dict[tuple[int, int, bool], bytes] = {}
-
-
-def _head(opcode: int, length: int, masked: bool) -> bytes:
-    key = (opcode, length, masked)
-    head = _HEADS.get(key)
-    if head is None:
-        head = frame_head(opcode, length, masked)
-        if len(_HEADS) < 4096:
-            _HEADS[key] = head
-    return head
+#: Binary frame headers by payload length, built once per size (320, 640, 960 bytes...).
+_SERVER_BINARY_HEADS: dict[int, bytes] = {}
+_CLIENT_BINARY_HEADS: dict[int, bytes] = {}
 
 
 class Connection(asyncio.Protocol):
@@ -150,6 +141,9 @@ class Connection(asyncio.Protocol):
         self._fragment_text = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._writing_paused = False
+        # Second header byte of a 16-bit-length binary frame as the peer must send it.
+        self._fast_b1 = 0x7E if masked_out else 0xFE
+        self._heads = _SERVER_BINARY_HEADS if not masked_out else _CLIENT_BINARY_HEADS
 
     # --- hooks for subclasses -----------------------------------------------------------
 
@@ -191,6 +185,26 @@ class Connection(asyncio.Protocol):
             hook = self.read_hook
             if hook is not None:
                 hook(now)
+            # The common read: exactly one whole unfragmented binary frame of 126-65535
+            # bytes (every 20 ms audio frame), nothing pending: no loop, no slicing of the
+            # header. Anything else takes the general parser below.
+            if (
+                not self._pending
+                and len(data) > 8
+                and data[0] == 0x82
+                and data[1] == self._fast_b1
+                and self.is_open
+                and self._fragments is None
+            ):
+                size = (data[2] << 8) | data[3]
+                if size <= self.max_size:
+                    if self._fast_b1 == 0xFE:  # masked (from a client)
+                        if len(data) == size + 8:
+                            self.on_binary(apply_mask(data[8:], data[4:8]), now)
+                            return
+                    elif len(data) == size + 4:
+                        self.on_binary(data[4:], now)
+                        return
             self._receive_frames(data, now)
         else:
             self._receive_head(data, now)
@@ -230,7 +244,21 @@ class Connection(asyncio.Protocol):
         """One binary frame, written at once (nothing when not open)."""
         if not self.is_open:
             return
-        self._write_data(_OP_BINARY, data)
+        transport = self.transport
+        assert transport is not None
+        n = len(data)
+        head = self._heads.get(n)
+        if head is None:
+            head = frame_head(_OP_BINARY, n, self.masked_out)
+            if len(self._heads) < 64:
+                self._heads[n] = head
+        if self.masked_out:
+            mask = _MASKS.next()
+            transport.write(head + mask + apply_mask(data, mask))
+        else:
+            transport.write(head + data)
+        if self._writing_paused:
+            self._check_backlog()
 
     def send_text(self, text: str) -> None:
         if not self.is_open:
@@ -242,9 +270,9 @@ class Connection(asyncio.Protocol):
         assert transport is not None
         if self.masked_out:
             mask = _MASKS.next()
-            transport.write(_head(opcode, len(data), True) + mask + apply_mask(data, mask))
+            transport.write(frame_head(opcode, len(data), True) + mask + apply_mask(data, mask))
         else:
-            transport.write(_head(opcode, len(data), False) + data)
+            transport.write(frame_head(opcode, len(data), False) + data)
         if self._writing_paused:
             self._check_backlog()
 

@@ -12,7 +12,9 @@ windows while every call is up:
    - ``kernel: socket writes`` / ``kernel: socket reads``: the leaf is the write/read syscall;
    - ``websockets: parse`` / ``websockets: serialize``: a frame in the websockets package;
    - ``bridge: pacing``: ``bridge/pacing.py``; ``bridge: call pipeline``: ``bridge/call.py``,
-     ``bridge/audio``, ``bridge/handlers``; ``bridge: metrics``; ``bridge: server glue``
+     ``bridge/audio``, ``bridge/handlers``; ``bridge: metrics`` (and prometheus-client);
+     ``picows: framing`` (picows' Cython frames, on the default backend); ``bridge:
+     connection layer`` (``bridge/transport``); ``bridge: server glue``
      (``bridge/server.py``, the asyncio Protocol around ``ServerProtocol``);
    - ``asyncio: tasks and futures``: asyncio's task and future machinery (waking the handler
      coroutine, resolving its futures);
@@ -53,6 +55,8 @@ BUCKETS = (
     "kernel: socket reads",
     "websockets: parse",
     "websockets: serialize",
+    "picows: framing",
+    "bridge: connection layer",
     "bridge: server glue",
     "bridge: call pipeline",
     "bridge: pacing",
@@ -86,11 +90,15 @@ def classify(stack: list[str]) -> str | None:
         if "websockets/" in where:
             names = {_name_and_file(f)[0] for f in stack if "websockets/" in f}
             return "websockets: parse" if names & _PARSE_FUNCS else "websockets: serialize"
+        if "picows" in where:
+            return "picows: framing"
+        if "bridge/transport/" in where:
+            return "bridge: connection layer"
         if "bridge/pacing.py" in where:
             return "bridge: pacing"
         if any(p in where for p in ("bridge/call.py", "bridge/audio/", "bridge/handlers/")):
             return "bridge: call pipeline"
-        if "bridge/metrics.py" in where:
+        if "bridge/metrics.py" in where or "prometheus_client/" in where:
             return "bridge: metrics"
         if "bridge/server.py" in where:
             return "bridge: server glue"

@@ -91,7 +91,7 @@ def _run(coro: Any) -> float:
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:
-        return asyncio.run(coro)
+        return float(asyncio.run(coro))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return float(runner.run(coro))
 

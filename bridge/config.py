@@ -20,6 +20,7 @@ from typing import Any
 from bridge.errors import ConfigError
 
 MODES = ("echo", "forward", "transcribe", "play")
+TRANSPORTS = ("auto", "picows", "websockets")
 RATES = (8000, 16000, 24000)
 
 
@@ -66,6 +67,14 @@ class ServerConfig:
         default=False,
         metadata={
             "help": "buffer binary frames that arrive before the metadata instead of closing"
+        },
+    )
+    transport: str = field(
+        default="auto",
+        metadata={
+            "help": "websocket library under the connection layer: picows (C framing, "
+            "fastest), websockets (pure Python), or auto (picows when installed)",
+            "choices": ("auto", "picows", "websockets"),
         },
     )
     log_level: str = field(

@@ -19,15 +19,16 @@ Import rule: the only module besides ``simulator`` that imports websockets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request
-from websockets.protocol import State
 
 from bridge.audio.resample import Resampler
 from bridge.auth import Authenticator, Credentials, check_exposure
@@ -39,8 +40,9 @@ from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock, Scheduler
 from bridge.protocol.vonage import SUPPORTED_RATES, parse_connected, parse_event
+from bridge.transport.base import ServerSide
 from bridge.transport.connection import CLOSE_TIMEOUT_S
-from bridge.transport.lifecycle import Event, Outcome
+from bridge.transport.lifecycle import Event, Outcome, Phase
 from bridge.transport.server import ServerConnection
 from bridge.webhooks import answer_ncco
 
@@ -87,13 +89,15 @@ class BridgeServer:
         self.auth = Authenticator.from_config(config)
         self.metrics = Metrics()
         self.routes = HttpRoutes(config, self.auth, self._metrics_text, lambda: not self.draining)
-        self.connections: set[CallConnection] = set()
+        self.connections: set[CallLogic] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.calls_total = 0
         #: Websockets past the 101 and not yet closed: what --max-calls counts.
         self.upgraded = 0
         self.draining = False
         self.scheme = "wss" if config.tls_cert else "ws"
+        #: The backend carrying the calls (``--transport``, resolved at start).
+        self.transport_name = resolve_transport(config.transport)
         self._no_upgraded: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -130,13 +134,28 @@ class BridgeServer:
             for rate in SUPPORTED_RATES:
                 Resampler(rate, self.config.pipeline_rate)
                 Resampler(self.config.pipeline_rate, rate)
-        self._server = await self._loop.create_server(
-            lambda: CallConnection(self),
-            self.config.host,
-            self.config.port,
-            ssl=ssl_context,
-            reuse_port=reuse_port or None,
-        )
+        self.transport_name = resolve_transport(self.config.transport)
+        if self.transport_name == "picows":
+            from bridge.transport.picows_server import serve as picows_serve  # noqa: PLC0415
+
+            connection = picows_connection_class()
+            self._server = await picows_serve(
+                lambda: connection(self),
+                self.config.host,
+                self.config.port,
+                max_size=self.config.max_message_bytes,
+                ssl=ssl_context,
+                reuse_port=reuse_port or None,
+                use_aiofastnet=False,  # uvloop's transports, as the websockets backend
+            )
+        else:
+            self._server = await self._loop.create_server(
+                lambda: CallConnection(self),
+                self.config.host,
+                self.config.port,
+                ssl=ssl_context,
+                reuse_port=reuse_port or None,
+            )
         self._tick_due = self._loop.time() + self._sample_period_s
         self._tick = self._loop.call_at(self._tick_due, self._on_tick)
 
@@ -258,15 +277,16 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-class CallConnection(ServerConnection):
+class CallLogic(ServerSide):
     """One accepted connection: upgrade decision, first message, then one :class:`Call`.
 
-    The connection layer (``bridge.transport``) delivers each message synchronously; audio
+    Written against the connection layer's interface (``bridge.transport.base``), so the
+    same logic runs on either backend (:class:`CallConnection`, websockets;
+    ``PicowsCallConnection``, picows). Messages arrive synchronously from the read; audio
     goes straight into ``Call.feed_audio``. How the call ends is its lifecycle's outcome.
     """
 
-    def __init__(self, server: BridgeServer) -> None:
-        super().__init__(clock=server.clock, max_size=server.config.max_message_bytes)
+    def _init_call(self, server: BridgeServer) -> None:
         self.server = server
         self.config = server.config
         self.call: Call | None = None
@@ -281,8 +301,7 @@ class CallConnection(ServerConnection):
 
     # --- the connection layer's hooks ---------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+    def on_connect(self) -> None:
         self.server.connections.add(self)
         self._first_timer = self.loop.call_later(
             self.config.first_message_timeout_s, self._first_message_timeout
@@ -334,14 +353,14 @@ class CallConnection(ServerConnection):
         call.hangup(INTERNAL_ERROR, "handler error")
 
     def on_closing(self) -> None:
-        proto = self.proto
+        sent = self.close_sent
         if (
             not self._refusal_logged
             and self.lifecycle.outcome is Outcome.PROTOCOL_ERROR
-            and proto.close_sent is not None
+            and sent is not None
         ):
             # The connection layer failed the connection (message too big, bad framing).
-            self._log_refusal(proto.close_sent.code, proto.close_sent.reason)
+            self._log_refusal(*sent)
         if self.call is not None:
             self.call.end()
 
@@ -373,14 +392,14 @@ class CallConnection(ServerConnection):
     # --- the server's decisions ---------------------------------------------------------
 
     def shutdown(self, code: int, reason: str) -> None:
-        if self.proto.state is State.OPEN:
+        if self.is_open:
             self.close(code, reason, Event.SHUTDOWN)
-        elif self.transport is not None and self.proto.state is State.CONNECTING:
-            self.transport.close()
+        elif self.lifecycle.phase is Phase.HANDSHAKE:
+            self.drop()
 
     def limit_close(self, event: Event, reason: str) -> None:
         """A limit ended the call (idle, duration): 1008 with ``reason``, logged once."""
-        if self.proto.state is not State.OPEN:
+        if not self.is_open:
             return
         log.info(
             "call closed by limit: %s",
@@ -398,9 +417,9 @@ class CallConnection(ServerConnection):
         summary["drift_ppm"] = _drift_ppm(
             stats.first_arrival_ns, stats.last_arrival_ns, stats.frames_in
         )
-        sent, rcvd = self.proto.close_sent, self.proto.close_rcvd
-        summary["close_code"] = rcvd.code if rcvd is not None else None
-        summary["close_sent"] = sent.code if sent is not None else None
+        sent, rcvd = self.close_sent, self.close_rcvd
+        summary["close_code"] = rcvd[0] if rcvd is not None else None
+        summary["close_sent"] = sent[0] if sent is not None else None
         return summary
 
     def on_request(self, request: Request) -> None:
@@ -517,12 +536,48 @@ class CallConnection(ServerConnection):
     def _first_message_timeout(self) -> None:
         if self.call is not None:
             return
-        if self.proto.state is State.OPEN:
+        if self.is_open:
             self._refuse(
                 PeerError(Fault.FIRST_MESSAGE_TIMEOUT, f"{self.config.first_message_timeout_s:g} s")
             )
-        elif self.transport is not None:
-            self.transport.close()
+        else:
+            self.drop()
+
+
+class CallConnection(CallLogic, ServerConnection):
+    """:class:`CallLogic` on the websockets backend (pure Python framing)."""
+
+    def __init__(self, server: BridgeServer) -> None:
+        ServerConnection.__init__(
+            self, clock=server.clock, max_size=server.config.max_message_bytes
+        )
+        self._init_call(server)
+
+
+def resolve_transport(setting: str) -> str:
+    """``auto``: picows when it can be imported (it has no wheel on some platforms)."""
+    if setting != "auto":
+        return setting
+    try:
+        import picows  # noqa: F401, PLC0415
+    except ImportError:
+        return "websockets"
+    return "picows"
+
+
+@functools.cache
+def picows_connection_class() -> Callable[[BridgeServer], Any]:
+    """:class:`CallLogic` on the picows backend, built on first use (picows is optional)."""
+    from bridge.transport.picows_server import PicowsServerConnection  # noqa: PLC0415
+
+    class PicowsCallConnection(CallLogic, PicowsServerConnection):
+        def __init__(self, server: BridgeServer) -> None:
+            PicowsServerConnection.__init__(
+                self, clock=server.clock, max_size=server.config.max_message_bytes
+            )
+            self._init_call(server)
+
+    return PicowsCallConnection
 
 
 def _one_header(headers: Headers, name: str) -> str | None:
@@ -567,7 +622,7 @@ async def serve(
     if on_listening is not None:
         on_listening(server)
     else:
-        log.info("listening", extra={"url": url})
+        log.info("listening", extra={"url": url, "transport": server.transport_name})
     await stop.wait()
     stop.clear()
     log.info(

@@ -16,7 +16,7 @@ import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
 
-class Echo(WSListener):  # type: ignore[misc]
+class Echo(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.BINARY:
             transport.send(WSMsgType.BINARY, frame.get_payload_as_memoryview())

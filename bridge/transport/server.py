@@ -10,6 +10,7 @@ Import rule: asyncio, websockets, ``bridge.transport``, ``bridge.pacing``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -18,13 +19,14 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from bridge.pacing import Clock
+from bridge.transport.base import CloseInfo, ServerSide
 from bridge.transport.connection import DEFAULT_MAX_MESSAGE_BYTES, Connection
 from bridge.transport.lifecycle import Event, Phase
 
 _ws_log = logging.getLogger("bridge.websocket")
 
 
-class ServerConnection(Connection):
+class ServerConnection(Connection, ServerSide):
     """A connection accepted by a listening socket (``loop.create_server``)."""
 
     def __init__(
@@ -44,9 +46,23 @@ class ServerConnection(Connection):
         #: The upgrade request, once it came.
         self.request: Request | None = None
 
-    def on_request(self, request: Request) -> None:
-        """Decide: :meth:`accept` or :meth:`respond`. The default accepts everything."""
-        self.accept(request)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.on_connect()
+
+    def drop(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def close_sent(self) -> CloseInfo | None:
+        sent = self.proto.close_sent
+        return None if sent is None else (sent.code, sent.reason)
+
+    @property
+    def close_rcvd(self) -> CloseInfo | None:
+        rcvd = self.proto.close_rcvd
+        return None if rcvd is None else (rcvd.code, rcvd.reason)
 
     def on_handshake(self) -> None:
         for event in self.proto.events_received():

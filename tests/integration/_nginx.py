@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import pytest
-import trustme
 
 from tests.helpers import ROOT, ServerProcess, wait_s
 
@@ -144,14 +143,3 @@ def start_nginx(tmp: Path, upstreams: list[str], cert: Path, key: Path, workers:
         if "Address already in use" not in err:
             raise AssertionError(f"nginx did not start: {err.strip()}")
     raise AssertionError(f"no free port for nginx in {PORT_TRIES} tries")
-
-
-def make_tls(folder: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a certificate for 127.0.0.1: (CA file, chain, key)."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_file, chain, key = folder / "ca.pem", folder / "chain.pem", folder / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.private_key_pem.write_to_path(str(key))
-    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    return ca_file, chain, key

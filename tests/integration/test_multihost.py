@@ -29,12 +29,11 @@ from pathlib import Path
 import pytest
 
 from bridge.simulator import CallOptions, CallReport, run_call
-from tests.helpers import ServerProcess, start_server_process, wait_s
+from tests.helpers import ServerProcess, make_tls, start_server_process, wait_s
 from tests.integration._nginx import (
     Nginx,
     address_of,
     fail_timeout_s,
-    make_tls,
     nginx_binary,
     start_nginx,
 )

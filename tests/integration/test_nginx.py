@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from bridge.simulator import CallOptions, CallReport, run_call
-from tests.helpers import ServerProcess, start_server_process, wait_s
+from tests.helpers import ServerProcess, make_tls, start_server_process, wait_s
 from tests.integration._http import get
-from tests.integration._nginx import Nginx, address_of, make_tls, start_nginx
+from tests.integration._nginx import Nginx, address_of, start_nginx
 
 
 @pytest.fixture(scope="module")

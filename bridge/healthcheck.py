@@ -5,6 +5,8 @@ a hand-written URL would miss ``BRIDGE_PORT``, ``BRIDGE_HOST`` or ``BRIDGE_TLS_C
 reads the same ``BRIDGE_*`` variables as ``bridge serve`` and asks the server it describes.
 ``/health`` stays 200 while bridge drains, so a draining container is never marked unhealthy.
 A failure prints one line on stderr and exits 1.
+
+Import rule: standard library, ``bridge.config`` and ``bridge.errors`` only.
 """
 
 from __future__ import annotations

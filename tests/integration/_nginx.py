@@ -114,8 +114,9 @@ class Nginx:
                 self.proc.wait()
 
 
-def start_nginx(tmp: Path, upstreams: list[str], cert: Path, key: Path, workers: int = 1) -> Nginx:
-    binary = nginx_binary()
+def start_nginx(
+    binary: str, tmp: Path, upstreams: list[str], cert: Path, key: Path, workers: int = 1
+) -> Nginx:
     extra = ["-g", "daemon off;" + (" user root;" if os.geteuid() == 0 else "")]
     for _ in range(PORT_TRIES):
         port = random.randrange(20000, 60000)

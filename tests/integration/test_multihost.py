@@ -111,7 +111,7 @@ def _exact(report: CallReport) -> bool:
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[Pool]:
-    nginx_binary()  # skip (or fail under CI) before starting anything
+    binary = nginx_binary()  # skip (or fail under CI) before starting anything
     ca_file, chain, key = make_tls(tmp_path)
     hosts: list[Host] = []
     nginx: Nginx | None = None
@@ -120,7 +120,7 @@ def pool(tmp_path: Path) -> Iterator[Pool]:
             bridges = list(starter.map(_bridge, ADDRESSES))
         hosts = [Host(ip, b) for ip, b in zip(ADDRESSES, bridges, strict=True)]
         assert [h.address.rsplit(":", 1)[0] for h in hosts] == list(ADDRESSES)
-        nginx = start_nginx(tmp_path, [h.address for h in hosts], chain, key, workers=2)
+        nginx = start_nginx(binary, tmp_path, [h.address for h in hosts], chain, key, workers=2)
         yield Pool(nginx, hosts, ca_file)
     finally:
         if nginx is not None:

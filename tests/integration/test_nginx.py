@@ -19,7 +19,7 @@ import pytest
 from bridge.simulator import CallOptions, CallReport, run_call
 from tests.helpers import ServerProcess, make_tls, start_server_process, wait_s
 from tests.integration._http import get
-from tests.integration._nginx import Nginx, address_of, start_nginx
+from tests.integration._nginx import Nginx, address_of, nginx_binary, start_nginx
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,14 @@ def stack(
     tmp_path: Path, tls: tuple[Path, Path, Path]
 ) -> Iterator[tuple[Nginx, list[ServerProcess]]]:
     """Two bridge processes behind nginx; all three stopped however the test ends."""
+    binary = nginx_binary()  # skip (or fail under CI) before starting anything
     _, chain, key = tls
     bridges: list[ServerProcess] = []
     nginx: Nginx | None = None
     try:
         for _ in range(2):
             bridges.append(start_server_process(["--drain-seconds", "10"]))
-        nginx = start_nginx(tmp_path, [address_of(b) for b in bridges], chain, key)
+        nginx = start_nginx(binary, tmp_path, [address_of(b) for b in bridges], chain, key)
         yield nginx, bridges
     finally:
         if nginx is not None:

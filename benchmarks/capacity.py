@@ -12,8 +12,8 @@ Run ``python -m benchmarks.capacity [--quick]``; prints a table and writes
 - ``picows``: a bare picows echo (``benchmarks/servers/picows_echo.py``): a C websocket
   under Python, the floor for any Python server on this machine;
 - ``bridge-websockets``: bridge echo on its pure-Python backend (``--transport websockets``);
-- ``bridge-play``: bridge playing a tone through the public Call API
-  (``benchmarks/servers/play_server.py``): outbound paced audio only, judged on how well
+- ``bridge-play``: ``bridge serve --mode play --tone 440``: outbound paced audio only (the
+  caller's audio is read and dropped), judged on how well
   every call keeps its 20 ms grid (worst call's deadline error p99 under 10 ms) instead of
   on echo round trips.
 
@@ -168,7 +168,7 @@ def search(
 SERVERS: dict[str, Callable[[], list[str]]] = {
     "bridge": lambda: harness.bridge_argv("--mode", "echo", "--transport", "picows"),
     "bridge-websockets": lambda: harness.bridge_argv("--mode", "echo", "--transport", "websockets"),
-    "bridge-play": lambda: [harness.PYTHON, "-m", "benchmarks.servers.play_server", "0"],
+    "bridge-play": lambda: harness.bridge_argv("--mode", "play", "--tone", "440"),
     "websockets": lambda: [harness.PYTHON, "-m", "benchmarks.servers.websockets_echo", "0"],
     "picows": lambda: [harness.PYTHON, "-m", "benchmarks.servers.picows_echo", "0"],
     "node-ws": lambda: ["node", str(harness.SERVERS / "ws_echo.js"), "0"],
@@ -228,8 +228,8 @@ def markdown(data: dict[str, Any]) -> str:
     at = next((r["cost_at_calls"] for r in data["servers"]), "?")
     lines = [
         "| server | calls held (p99 < 10 ms, 0 lost, 0 late) | vs websockets | "
-        f"server CPU ms per call-second at {at} calls | calls per core at 100 % CPU | "
-        "RSS per call KB |",
+        f"server CPU us per echoed frame at {at} calls | calls per core at 100 % CPU | "
+        "RSS per call KiB |",
         "|---|---|---|---|---|---|",
     ]
     for r in data["servers"]:
@@ -242,9 +242,11 @@ def markdown(data: dict[str, Any]) -> str:
             held = f">= {held} (top of the ladder)"
         elif r["generator_limited"]:
             held = f"{held} (generator at its limit from {failed})"
+        cost = r["cpu_ms_per_call_s"]
+        us_per_frame = "-" if not cost else f"{cost * 1000 / 50:.1f}"
         lines.append(
             f"| {r['server']} | {held} | {r.get('vs_websockets', '-')} | "
-            f"{r['cpu_ms_per_call_s']} | {r['calls_per_core_at_100pct']} | {r['rss_per_call_kb']} |"
+            f"{us_per_frame} | {r['calls_per_core_at_100pct']} | {r['rss_per_call_kb']} |"
         )
     return "\n".join(lines)
 

@@ -23,7 +23,9 @@ FRAMES_PER_CALL_S = 50
 def servers() -> dict[str, list[str]]:
     py = harness.PYTHON
     return {
-        "bridge": harness.bridge_argv(),
+        "bridge": harness.bridge_argv("--transport", "picows"),
+        "bridge-websockets": harness.bridge_argv("--transport", "websockets"),
+        "bridge-play": harness.bridge_argv("--mode", "play", "--tone", "440"),
         "websockets": [py, "-m", "benchmarks.servers.websockets_echo", "0"],
         "picows": [py, "-m", "benchmarks.servers.picows_echo", "0"],
     }

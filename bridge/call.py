@@ -40,6 +40,8 @@ from bridge.protocol.vonage import (
 log = logging.getLogger("bridge.call")
 
 INBOUND_QUEUE_FRAMES = 50
+#: A writer waiting for room in play() is woken once this much room is free (100 ms).
+ROOM_WAKE_FRAMES = 5
 EVENT_QUEUE_MAX = 256
 DEVIATION_BUCKETS = 256
 DEVIATION_BUCKET_MS = 0.25
@@ -189,6 +191,8 @@ class Call:
             PlayoutBuffer(playout_max_ms), self._send_frame, self._send_marker
         )
         self._stream.on_room = self._on_room
+        buffer_frames = self._stream.buffer.max_frames
+        self._room_wake_frames = max(1, min(ROOM_WAKE_FRAMES, buffer_frames // 4))
         #: The schedule's time origin: slot ``k`` plays from ``start_ns + k * 20 ms``.
         self.start_ns = self._stream.start_ns
         self.clock = self._clock
@@ -485,13 +489,19 @@ class Call:
         await self._room_waiter
 
     def _on_room(self) -> None:
-        for name in ("_room_waiter", "_drain_waiter"):
-            waiter: asyncio.Future[None] | None = getattr(self, name)
-            if waiter is None:
-                continue
-            if name == "_drain_waiter" and self._stream.buffer and not self._ended:
-                continue
-            setattr(self, name, None)
+        # Called for every frame sent: cheap when nobody waits. A writer waiting in play()
+        # is woken once a few frames of room have opened (_room_wake_frames), not per frame,
+        # so a handler streaming a long prompt wakes every 100 ms rather than every 20 ms.
+        waiter = self._room_waiter
+        if waiter is not None and (
+            self._stream.buffer.room >= self._room_wake_frames or self._ended
+        ):
+            self._room_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        waiter = self._drain_waiter
+        if waiter is not None and (not self._stream.buffer or self._ended):
+            self._drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
 

@@ -56,6 +56,8 @@ _CONT = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
 _PONG = WSMsgType.PONG
 _ACCEPT = object()  # the decision "answer 101"
+#: Initial read buffer per connection (grows as needed).
+READ_BUFFER_BYTES = 2048
 
 
 #: picows' own check of the upgrade headers (what it would answer 400 to after a 101 decision).
@@ -338,6 +340,9 @@ async def serve(
         port,
         max_frame_size=max_size,
         enable_auto_pong=True,
+        # picows' default is 16 KiB per connection; audio frames are under 1 KiB and the
+        # buffer grows for a larger message, so 2 KiB keeps a call's memory small.
+        read_buffer_init_size=READ_BUFFER_BYTES,
         logger_name="bridge.websocket",
         **kwargs,
     )

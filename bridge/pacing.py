@@ -236,9 +236,13 @@ class Scheduler:
     def mark(self, stream: OutboundStream, payload: Any) -> None:
         self._schedule(stream, stream.mark(payload, self.clock.now_ns()))
 
-    def service(self, now_ns: int | None = None) -> int | None:
-        """Pump every stream that is due; returns the earliest future wake-up (or ``None``)."""
-        now = self.clock.now_ns() if now_ns is None else now_ns
+    def service(self, now_ns: int | None = None, early_ns: int = 0) -> int | None:
+        """Pump every stream that is due; returns the earliest future wake-up (or ``None``).
+
+        ``early_ns``: also serve what falls due within this much of now (sent that much
+        early), so one timer wake-up serves every call whose deadline is that close.
+        """
+        now = (self.clock.now_ns() if now_ns is None else now_ns) + early_ns
         self._armed_ns = None
         heap = self._heap
         while heap and heap[0][0] <= now:

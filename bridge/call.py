@@ -25,7 +25,7 @@ from bridge.audio.pcm import Samples, to_bytes, to_samples
 from bridge.audio.playout import PlayoutBuffer
 from bridge.audio.resample import Resampler
 from bridge.heard import HeardPosition
-from bridge.pacing import FRAME_NS, MS, Scheduler
+from bridge.pacing import Scheduler
 from bridge.protocol.vonage import (
     Cleared,
     Connected,
@@ -33,9 +33,8 @@ from bridge.protocol.vonage import (
     Notified,
     build_clear,
     build_notify,
-    frame_bytes,
-    frame_samples,
 )
+from bridge.units import FRAME_NS, MS, frame_bytes, frame_samples
 
 log = logging.getLogger("bridge.call")
 

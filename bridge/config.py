@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.errors import ConfigError
+from bridge.units import SUPPORTED_RATES
 
 MODES = ("echo", "forward", "transcribe", "play")
-RATES = (8000, 16000, 24000)
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class ServerConfig:
         default=None,
         metadata={
             "help": "rate the handler works at; audio is resampled both ways (default: call's rate)",
-            "choices": RATES,
+            "choices": SUPPORTED_RATES,
             "metavar": "HZ",
         },
     )
@@ -92,7 +92,7 @@ class ServerConfig:
         default=None,
         metadata={
             "help": "rate of the audio to and from the upstream (default: the call's rate)",
-            "choices": RATES,
+            "choices": SUPPORTED_RATES,
             "metavar": "HZ",
         },
     )
@@ -270,7 +270,7 @@ class ServerConfig:
         default=16000,
         metadata={
             "help": "audio rate the /answer NCCO asks Vonage for",
-            "choices": RATES,
+            "choices": SUPPORTED_RATES,
             "metavar": "HZ",
         },
     )

@@ -38,9 +38,8 @@ from typing import Any, ClassVar, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from bridge.errors import BridgeError
+from bridge.units import CONTENT_TYPES, SUPPORTED_RATES, content_type, rate_of, rates_text
 
-SUPPORTED_RATES: tuple[int, ...] = (8000, 16000, 24000)
-CONTENT_TYPES: tuple[str, ...] = tuple(f"audio/l16;rate={rate}" for rate in SUPPORTED_RATES)
 MAX_HEADERS_BYTES = 512
 MAX_CUSTOM_AUTH_CHARS = 8191  # "under 8192 characters" (protocol.md s.2)
 MAX_LIMIT_S = 7200
@@ -369,7 +368,7 @@ class WebsocketEndpoint:
         """The requested rate, or None when Vonage's default (16000) applies."""
         if self.content_type is None:
             return None
-        return int(self.content_type.rpartition("=")[2])
+        return rate_of(self.content_type)
 
     def to_dict(self) -> JSONObject:
         out: JSONObject = {"type": "websocket", "uri": self.uri}
@@ -644,8 +643,7 @@ def websocket_ncco(  # noqa: PLR0917 - the signature the server's /answer handle
     URL and method apply). Empty ``headers`` are left out.
     """
     if rate not in SUPPORTED_RATES:
-        rates = ", ".join(str(r) for r in SUPPORTED_RATES)
-        raise EndpointError("rate", f"must be one of {rates}, got {_show(rate)}")
+        raise EndpointError("rate", f"must be one of {rates_text()}, got {_show(rate)}")
     if authorization not in ("vonage", None):
         raise EndpointError(
             "endpoint.authorization", f"must be 'vonage' or None, got {_show(authorization)}"
@@ -656,7 +654,7 @@ def websocket_ncco(  # noqa: PLR0917 - the signature the server's /answer handle
         )
     endpoint = WebsocketEndpoint(
         uri,
-        content_type=f"audio/l16;rate={rate}",
+        content_type=content_type(rate),
         headers=headers or None,
         authorization=Authorization("vonage") if authorization == "vonage" else None,
     )

@@ -35,11 +35,12 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from bridge.units import FRAME_MS
+
 if TYPE_CHECKING:
     from bridge.call import Call
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-FRAME_MS = 20
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 #: Outcomes of an upgraded websocket (the ``outcome`` label of ``bridge_calls_total``).

@@ -24,9 +24,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from bridge.audio.playout import Marker, PlayoutBuffer
-
-FRAME_NS = 20_000_000
-MS = 1_000_000
+from bridge.units import FRAME_NS, MS
 
 
 class Clock(Protocol):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import gc
 import http
 import logging
 import ssl
@@ -42,8 +41,10 @@ from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
 from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
-from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock, Scheduler
-from bridge.protocol.vonage import SUPPORTED_RATES, parse_connected, parse_event
+from bridge.pacing import Clock, MonotonicClock, Scheduler
+from bridge.protocol.vonage import parse_connected, parse_event
+from bridge.runtime import freeze_startup_heap
+from bridge.units import FRAME_NS, MS, SUPPORTED_RATES
 from bridge.webhooks import answer_ncco
 
 log = logging.getLogger("bridge.server")
@@ -670,12 +671,8 @@ async def serve(
     """
     server = BridgeServer(config, handler)
     await server.start(reuse_port=reuse_port)
-    # Everything built so far (modules, filters, config) lives for the whole process: move it
-    # out of the collector's reach, so a full collection walks only per-call objects. Without
-    # this one collection stalled every call for 8-20 ms at a few hundred calls
-    # (docs/benchmarks.md).
-    gc.collect()
-    gc.freeze()
+    # Everything built so far (modules, filters, config) lives for the whole process.
+    freeze_startup_heap()
     url = f"{server.scheme}://{config.host}:{server.port}{config.path}"
     if on_listening is not None:
         on_listening(server)

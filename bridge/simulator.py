@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import heapq
 import json
 import logging
@@ -50,12 +49,12 @@ import ssl
 import sys
 import time
 from array import array
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 from websockets.client import ClientProtocol
@@ -73,21 +72,18 @@ from bridge.audio.resample import resample_whole
 from bridge.audio.wav import WavWriter, read_wav
 from bridge.config import parse_key_values
 from bridge.errors import BridgeError, ConfigError
-from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock
+from bridge.pacing import Clock, MonotonicClock
 from bridge.protocol.vonage import (
     DTMF_DIGITS,
-    SUPPORTED_RATES,
     build_cleared_event,
     build_connected,
     build_dtmf_event,
     build_notify_event,
-    frame_bytes,
-    frame_samples,
     parse_command,
 )
+from bridge.runtime import freeze_startup_heap, run
 from bridge.stats import Histogram
-
-T = TypeVar("T")
+from bridge.units import FRAME_NS, MS, SUPPORTED_RATES, frame_bytes, frame_samples
 
 _ws_log = logging.getLogger("bridge.simulator.websocket")
 
@@ -1469,27 +1465,15 @@ async def _run_part(
     return part
 
 
-def _settle_gc() -> None:
-    """For a process that only generates load: collect once, then freeze what is left.
-
-    Everything imported so far (numpy, websockets, asyncio: tens of thousands of objects)
-    moves out of the collector's way; a full collection otherwise walks all of it and stalls
-    every call's sender for 10-20 ms, which shows up as late frames that are the generator's
-    own. Not done by ``run_load`` itself: a library call must not freeze its caller's heap.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def _load_worker(
     pipe: Connection, opts: CallOptions, calls: int, indices: range, ramp_ns: int
 ) -> None:
     """One load process: say ready, wait for the common start time, run, send the part."""
     try:
-        _settle_gc()
+        freeze_startup_heap()
         pipe.send(("ready", None))
         begin_ns = pipe.recv()
-        part = _run(_run_part(opts, calls, indices, begin_ns, ramp_ns))
+        part = run(_run_part(opts, calls, indices, begin_ns, ramp_ns))
         pipe.send(("done", part))
     except Exception as exc:
         pipe.send(("error", _one_line(exc)))
@@ -1679,16 +1663,6 @@ def format_load_report(r: LoadReport) -> str:
 # --- CLI -------------------------------------------------------------------------------
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed: the client's own overhead skews its latencies."""
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
 def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = CallOptions("ws://x")
     parser.add_argument("url", help="websocket URL of the bridge, e.g. ws://127.0.0.1:8080/socket")
@@ -1789,7 +1763,7 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
 
 
 def _cli_call(args: argparse.Namespace) -> int:
-    report = _run(run_call(options_from_args(args)))
+    report = run(run_call(options_from_args(args)))
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_call_report(report))
     return 0 if report.completed else 1
 
@@ -1800,9 +1774,9 @@ def _cli_load(args: argparse.Namespace) -> int:
         raise ConfigError(f"--calls must be >= 1, got {args.calls}")
     if args.procs < 1:
         raise ConfigError(f"--procs must be >= 1, got {args.procs}")
-    _settle_gc()
+    freeze_startup_heap()
     try:
-        report = _run(run_load(opts, args.calls, args.ramp, procs=args.procs))
+        report = run(run_load(opts, args.calls, args.ramp, procs=args.procs))
     except LoadProcessError as exc:
         sys.stderr.write(f"bridge: load failed: {exc}\n")
         return 1

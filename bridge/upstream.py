@@ -38,10 +38,10 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.protocol import State
 
 from bridge import __version__
+from bridge.units import FRAME_MS
 
 log = logging.getLogger("bridge.upstream")
 
-FRAME_MS = 20
 BACKOFF_MAX_MS = 5000
 #: A ping at least every this many frames while audio flows (fewer if the window is smaller).
 PING_EVERY_FRAMES = 5

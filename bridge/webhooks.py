@@ -33,6 +33,7 @@ from urllib.parse import urlencode, urlsplit
 
 from bridge.config import ServerConfig, parse_pairs
 from bridge.endpoints import Authorization, Connect, WebsocketEndpoint, ncco
+from bridge.units import content_type
 
 log = logging.getLogger("bridge.webhooks")
 
@@ -67,7 +68,7 @@ def answer_ncco(config: ServerConfig, query: Mapping[str, str]) -> list[dict[str
     headers = parse_pairs(config.answer_headers, "--answer-headers")
     endpoint = WebsocketEndpoint(
         uri,
-        content_type=f"audio/l16;rate={config.answer_rate}",
+        content_type=content_type(config.answer_rate),
         headers=headers or None,
         authorization=authorization,
     )

@@ -32,8 +32,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client.multiprocess import mark_process_dead
 
@@ -41,9 +40,9 @@ from bridge.auth import check_exposure
 from bridge.config import ServerConfig, config_from, env_name
 from bridge.errors import ConfigError
 from bridge.metrics import MULTIPROC_ENV
+from bridge.runtime import run
 
 log = logging.getLogger("bridge.workers")
-T = TypeVar("T")
 
 WORKER_INDEX_ENV = "BRIDGE_WORKER_INDEX"
 READY_LINE = b"ready\n"
@@ -254,18 +253,8 @@ class Supervisor:
         return 0
 
 
-def run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop where it is installed, as ``bridge serve`` does."""
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - only on platforms without uvloop
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
 def run_supervisor(config: ServerConfig) -> int:
-    return run_loop(Supervisor(config).run())
+    return run(Supervisor(config).run())
 
 
 # --- the worker side ---------------------------------------------------------------------
@@ -327,7 +316,7 @@ def worker_main() -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerField(index))
     try:
-        run_loop(_worker_main(config, index))
+        run(_worker_main(config, index))
     except ConfigError as exc:
         sys.stderr.write(f"bridge: error: {exc}\n")
         return 2

@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.units import FRAME_MS
+
 
 @dataclass(frozen=True, slots=True)
 class Marker:
@@ -28,7 +30,7 @@ Item = bytes | Marker
 class PlayoutBuffer:
     __slots__ = ("_items", "_n_frames", "dropped_frames", "max_frames", "peak_frames")
 
-    def __init__(self, max_ms: int, frame_ms: int = 20) -> None:
+    def __init__(self, max_ms: int, frame_ms: int = FRAME_MS) -> None:
         if max_ms < frame_ms:
             raise ValueError(f"playout buffer must hold at least one frame ({frame_ms} ms)")
         self.max_frames = max_ms // frame_ms

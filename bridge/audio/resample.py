@@ -26,7 +26,7 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
-SUPPORTED_RATES: tuple[int, ...] = (8000, 16000, 24000)
+from bridge.units import SUPPORTED_RATES, rates_text
 
 # The passband ends at 0.85 x the lower Nyquist (3.4 kHz for anything touching 8 kHz: the
 # telephony band edge) and the stopband starts exactly at the lower Nyquist, so every alias or
@@ -57,7 +57,7 @@ def _check_rates(in_rate: int, out_rate: int) -> None:
     if in_rate not in SUPPORTED_RATES or out_rate not in SUPPORTED_RATES:
         raise ValueError(
             f"unsupported resampling {in_rate} Hz -> {out_rate} Hz: both rates must be one of "
-            f"{', '.join(str(rate) for rate in SUPPORTED_RATES)} Hz"
+            f"{rates_text()} Hz"
         )
 
 

@@ -33,7 +33,8 @@ from bridge.audio.pcm import Samples, to_bytes, to_samples
 from bridge.audio.resample import Resampler
 from bridge.call import Call, Handler
 from bridge.handlers.calllog import open_call_log
-from bridge.protocol.vonage import Cleared, Dtmf, Event, Notified, content_type, frame_samples
+from bridge.protocol.vonage import Cleared, Dtmf, Event, Notified
+from bridge.units import content_type, frame_samples
 from bridge.upstream import Item, UpstreamLink, UpstreamOptions
 
 log = logging.getLogger("bridge.forward")

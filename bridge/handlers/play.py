@@ -27,7 +27,8 @@ from bridge.audio.resample import resample_whole
 from bridge.audio.wav import read_wav
 from bridge.call import Call, Handler
 from bridge.errors import ConfigError
-from bridge.protocol.vonage import SUPPORTED_RATES, Dtmf, Notified
+from bridge.protocol.vonage import Dtmf, Notified
+from bridge.units import SUPPORTED_RATES
 
 log = logging.getLogger("bridge.play")
 

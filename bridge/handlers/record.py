@@ -28,8 +28,7 @@ from bridge.audio.pcm import PCM_DTYPE
 from bridge.audio.wav import WavWriter
 from bridge.call import Call, Handler
 from bridge.handlers.calllog import reserve_path
-from bridge.pacing import FRAME_NS
-from bridge.protocol.vonage import frame_bytes
+from bridge.units import FRAME_NS, frame_bytes
 
 log = logging.getLogger("bridge.record")
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from bridge.endpoints import (
-    CONTENT_TYPES,
     Authorization,
     Connect,
     Endpoint,
@@ -29,6 +28,7 @@ from bridge.endpoints import (
     websocket_ncco,
 )
 from bridge.errors import BridgeError
+from bridge.units import CONTENT_TYPES
 
 FROM = "447700900000"
 

@@ -19,15 +19,13 @@ from bridge.protocol.vonage import (
     build_dtmf_event,
     build_notify,
     build_notify_event,
-    content_type,
-    frame_bytes,
-    frame_samples,
     parse_command,
     parse_connected,
     parse_content_type,
     parse_event,
     parse_query,
 )
+from bridge.units import content_type, frame_bytes, frame_samples
 
 # --- the first message ----------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from bridge.config import ServerConfig
+from bridge.config import ProductionSettings, ServerConfig
 from bridge.errors import ConfigError
 
 log = logging.getLogger("bridge.auth")
@@ -92,7 +92,7 @@ class Authenticator:
             )
 
     @classmethod
-    def from_config(cls, config: ServerConfig) -> Authenticator:
+    def from_config(cls, config: ProductionSettings) -> Authenticator:
         return cls(
             token=config.token,
             signature_secret=config.vonage_signature_secret,
@@ -184,7 +184,8 @@ def check_exposure(config: ServerConfig) -> None:
         return
     if config.token or config.vonage_signature_secret:
         return
+    either = f"{config.option('token')} or {config.option('vonage_signature_secret')}"
     raise ConfigError(
         f"refusing to listen on {config.host or 'all interfaces'} with no authentication: "
-        "set --token or --vonage-signature-secret (or --insecure to accept anyone)"
+        f"set {either} (or {config.option('insecure')} to accept anyone)"
     )

@@ -37,7 +37,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    config: ServerConfig = config_from(args)
+    config = config_from(args)
     setup_logging(config.log_level, config.log_format)
     if config.workers > 1:
         return run_supervisor(config)

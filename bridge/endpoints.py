@@ -625,29 +625,44 @@ def validate_ncco(obj: object) -> list[Connect]:
     return connects
 
 
+def bridge_authorization(*, signed: bool, token: str | None) -> Authorization | None:
+    """How Vonage must authenticate its websocket to a bridge with these credentials.
+
+    ``signed`` (the bridge has ``--vonage-signature-secret``): ``{"type": "vonage"}``, Vonage
+    signs the upgrade with that secret; it wins over a token, which the bridge then also
+    accepts. ``token`` alone: ``{"type": "custom", "value": "Bearer TOKEN"}``, a header rather
+    than the query string (query strings end up in proxy logs). Neither: no ``authorization``.
+    """
+    if signed:
+        return Authorization("vonage")
+    if token:
+        return Authorization("custom", f"Bearer {token}")
+    return None
+
+
 def websocket_ncco(  # noqa: PLR0917 - the signature the server's /answer handler calls
     uri: str,
     rate: int,
     headers: Mapping[str, Any] | None,
-    authorization: str | None,
+    authorization: Authorization | None,
     event_url: str | None,
     event_method: str = "GET",
     *,
     from_: str | None = None,
 ) -> list[JSONObject]:
-    """The NCCO the ``/answer`` webhook returns: connect the call to bridge at ``uri``.
+    """The one builder of bridge's answer: connect the call to the websocket at ``uri``.
 
-    With an ``event_url`` the connect is ``synchronous``, as in protocol.md s.1, so that when
+    Both ``bridge ncco --websocket`` and the server's ``GET /answer`` return what this
+    builds, so what a person pastes into a Vonage application and what bridge answers itself
+    are the same document for the same settings (see :func:`bridge_authorization`).
+
+    With an ``event_url`` the connect is ``synchronous`` (docs/protocol.md s.1), so that when
     bridge closes the socket the NCCO returned by the event webhook decides what happens next;
     ``event_method`` is only written alongside it (without one, the application's own event
     URL and method apply). Empty ``headers`` are left out.
     """
     if rate not in SUPPORTED_RATES:
         raise EndpointError("rate", f"must be one of {rates_text()}, got {_show(rate)}")
-    if authorization not in ("vonage", None):
-        raise EndpointError(
-            "endpoint.authorization", f"must be 'vonage' or None, got {_show(authorization)}"
-        )
     if event_method not in EVENT_METHODS:
         raise EndpointError(
             "connect.eventMethod", f"must be GET or POST, got {_show(event_method)}"
@@ -656,7 +671,7 @@ def websocket_ncco(  # noqa: PLR0917 - the signature the server's /answer handle
         uri,
         content_type=content_type(rate),
         headers=headers or None,
-        authorization=Authorization("vonage") if authorization == "vonage" else None,
+        authorization=authorization,
     )
     method: Literal["GET", "POST"] = "POST" if event_method == "POST" else "GET"
     connect = Connect(

@@ -259,7 +259,8 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(config.tls_cert, config.tls_key)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"--tls-cert/--tls-key: cannot load: {exc}") from exc
+        pair = config.options_together("tls_cert", "tls_key")
+        raise ConfigError(f"{pair}: cannot load: {exc}") from exc
     return context
 
 

@@ -70,7 +70,6 @@ except ImportError:  # pragma: no cover - websockets built without its C extensi
 from bridge.audio.pcm import Samples, to_bytes, to_samples, tone
 from bridge.audio.resample import resample_whole
 from bridge.audio.wav import WavWriter, read_wav
-from bridge.config import parse_key_values
 from bridge.errors import BridgeError, ConfigError
 from bridge.pacing import Clock, MonotonicClock
 from bridge.protocol.vonage import (
@@ -82,6 +81,7 @@ from bridge.protocol.vonage import (
     parse_command,
 )
 from bridge.runtime import freeze_startup_heap, run
+from bridge.settings import parse_pairs
 from bridge.stats import Histogram
 from bridge.units import FRAME_NS, MS, SUPPORTED_RATES, frame_bytes, frame_samples
 
@@ -1729,23 +1729,13 @@ def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _parse_http_headers(items: list[str]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
-            raise ConfigError(f"--http-header needs 'NAME: VALUE', got {item.split(':')[0]!r}")
-        headers[name.strip()] = value.strip()
-    return headers
-
-
 def options_from_args(args: argparse.Namespace) -> CallOptions:
     """Build :class:`CallOptions` from parsed arguments; bad values raise ``ConfigError``."""
     return CallOptions(
         url=args.url,
         rate=args.rate,
         seconds=args.seconds,
-        headers=parse_key_values(args.header, "--header"),
+        headers=parse_pairs(args.header, "--header"),
         wav=args.wav,
         tone_hz=args.tone,
         dtmf=args.dtmf,
@@ -1756,7 +1746,7 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
         record_sent=args.record_sent,
         connect_timeout_s=args.connect_timeout,
         measure_pacing=args.measure_pacing,
-        extra_headers=_parse_http_headers(args.http_header),
+        extra_headers=parse_pairs(args.http_header, "--http-header", separator=":"),
         ca_file=args.ca_file,
         insecure=args.insecure,
     )

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import shutil
@@ -32,7 +31,6 @@ import socket
 import sys
 import tempfile
 import time
-from typing import Any
 
 from prometheus_client.multiprocess import mark_process_dead
 
@@ -41,6 +39,7 @@ from bridge.config import ServerConfig, config_from, env_name
 from bridge.errors import ConfigError
 from bridge.metrics import MULTIPROC_ENV
 from bridge.runtime import run
+from bridge.settings import to_environ
 
 log = logging.getLogger("bridge.workers")
 
@@ -60,15 +59,11 @@ def worker_environment(
 ) -> dict[str, str]:
     """The child's environment: every setting as ``BRIDGE_*`` (unset ones removed)."""
     env = dict(os.environ)
-    for f in dataclasses.fields(ServerConfig):
-        value: Any = getattr(config, f.name)
-        name = env_name(f.name)
+    for name, value in to_environ(config).items():
         if value is None:
             env.pop(name, None)
-        elif isinstance(value, bool):
-            env[name] = "true" if value else "false"
         else:
-            env[name] = str(value)
+            env[name] = value
     env[env_name("port")] = str(port)
     env[env_name("workers")] = "1"
     env[WORKER_INDEX_ENV] = str(index)
@@ -308,7 +303,7 @@ def worker_main() -> int:
 
     index = int(os.environ.get(WORKER_INDEX_ENV, "0"))
     try:
-        config: ServerConfig = config_from(None)
+        config = config_from(None)
     except ConfigError as exc:
         sys.stderr.write(f"bridge: error: {exc}\n")
         return 2

@@ -46,14 +46,15 @@ class PlaySettings:
     barge_in: bool = False
 
 
-def load_prompt(path: str | Path) -> dict[int, Samples]:
-    """Read a WAV file once and convert it to every rate a call's pipeline can have."""
+def load_prompt(path: str | Path, source: str = "prompt") -> dict[int, Samples]:
+    """Read a WAV file once and convert it to every rate a call's pipeline can have;
+    an error names ``source`` (the setting that gave the path)."""
     try:
         samples, rate = read_wav(path)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--play (BRIDGE_PLAY): cannot read {path}: {exc}") from exc
+        raise ConfigError(f"{source}: cannot read {path}: {exc}") from exc
     if not len(samples):
-        raise ConfigError(f"--play (BRIDGE_PLAY): {path} holds no audio")
+        raise ConfigError(f"{source}: {path} holds no audio")
     return {r: resample_whole(samples, rate, r) for r in SUPPORTED_RATES}
 
 

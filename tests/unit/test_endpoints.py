@@ -811,7 +811,7 @@ def test_websocket_ncco_matches_the_protocol_md_example() -> None:
         "wss://bridge.example.com/socket?call=CALL_UUID",
         16000,
         {"language": "en-GB", "caller": "447700900123"},
-        "vonage",
+        Authorization("vonage"),
         "https://bridge.example.com/event",
         from_="447700900000",
     )
@@ -844,7 +844,7 @@ def test_websocket_ncco_post_events() -> None:
 
 INVALID_WEBSOCKET_NCCO: list[tuple[str, dict[str, Any], str, str]] = [
     ("rate 44100", {"rate": 44100}, "rate", "8000, 16000, 24000"),
-    ("custom auth", {"authorization": "custom"}, "endpoint.authorization", "'vonage' or None"),
+    ("auth as text", {"authorization": "vonage"}, "endpoint.authorization", "an Authorization"),
     ("PUT", {"event_method": "PUT"}, "connect.eventMethod", "GET or POST"),
     ("http uri", {"uri": "http://x"}, "endpoint.uri", "'ws://'"),
     ("big headers", {"headers": headers_of_size(513)}, "endpoint.headers", "512"),

@@ -11,7 +11,8 @@ ModeSettings)``). Flags, ``BRIDGE_*`` variables, types, choices, help and error 
 derived from the declarations by :mod:`bridge.settings`; docs/architecture.md ("Settings")
 says how to add a setting or a section.
 
-Import rule: standard library, ``bridge.errors``, ``bridge.settings`` and ``bridge.units``.
+Import rule: standard library, ``bridge.errors``, ``bridge.settings``, ``bridge.units`` and
+``bridge.protocol`` (facts only: no asyncio, no websockets).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bridge.errors import ConfigError
+from bridge.protocol.vonage import MAX_LEG_S
 from bridge.settings import (
     Settings,
     add_arguments,
@@ -274,8 +276,8 @@ class ProductionSettings(Settings):
         check=positive_seconds,
     )
     max_call_s: float = setting(
-        7200.0,
-        "close a call (1008) after this long (Vonage's own limit: 7200)",
+        float(MAX_LEG_S),
+        f"close a call (1008) after this long (Vonage's own limit: {MAX_LEG_S})",
         metavar="S",
         check=positive_seconds,
     )

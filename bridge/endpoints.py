@@ -38,11 +38,11 @@ from typing import Any, ClassVar, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from bridge.errors import BridgeError
+from bridge.protocol.vonage import MAX_LEG_S
 from bridge.units import CONTENT_TYPES, SUPPORTED_RATES, content_type, rate_of, rates_text
 
 MAX_HEADERS_BYTES = 512
 MAX_CUSTOM_AUTH_CHARS = 8191  # "under 8192 characters" (protocol.md s.2)
-MAX_LIMIT_S = 7200
 EVENT_METHODS: tuple[str, ...] = ("GET", "POST")
 SIP_TRANSPORTS: tuple[str, ...] = ("tls", "udp", "tcp")
 # Keys of the first message itself; a header with one of these names would replace it.
@@ -525,10 +525,10 @@ class Connect:
                 "connect.timeout", f"must be a positive number of seconds, got {self.timeout}"
             )
         if self.limit is not None and not 1 <= _require_int("connect.limit", self.limit) <= (
-            MAX_LIMIT_S
+            MAX_LEG_S
         ):
             raise EndpointError(
-                "connect.limit", f"must be 1 to {MAX_LIMIT_S} seconds, got {self.limit}"
+                "connect.limit", f"must be 1 to {MAX_LEG_S} seconds, got {self.limit}"
             )
 
     def to_dict(self) -> JSONObject:

@@ -29,8 +29,8 @@ from collections import deque
 from typing import Any
 
 from bridge.pacing import OutboundStream
+from bridge.units import SECOND
 
-NS_PER_S = 1_000_000_000
 #: Markers awaiting their ``notify`` answer; Vonage may never answer some (after a clear).
 MAX_PENDING_MARKERS = 256
 
@@ -80,7 +80,7 @@ class HeardPosition:
         pending_ns = end_ns - now_ns
         if pending_ns <= 0:
             return 0
-        pending = -(-pending_ns * self.rate // NS_PER_S)  # ceil: a started sample is unheard
+        pending = -(-pending_ns * self.rate // SECOND)  # ceil: a started sample is unheard
         return min(since_clear * self.frame_samples, pending)
 
     def heard_samples(self, now_ns: int) -> int:

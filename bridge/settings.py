@@ -38,7 +38,7 @@ _FALSE = ("0", "false", "no", "off", "")
 
 #: A check on one value: ``None`` when it holds, else the rule it breaks ("must be 0-65535").
 Check = Callable[[Any], str | None]
-S = TypeVar("S", bound="Settings")
+SettingsT = TypeVar("SettingsT", bound="Settings")
 
 
 def flag_name(name: str) -> str:
@@ -375,10 +375,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
 
 
 def load(
-    cls: type[S],
+    cls: type[SettingsT],
     args: argparse.Namespace | None = None,
     environ: Mapping[str, str] | None = None,
-) -> S:
+) -> SettingsT:
     """Build ``cls``: command line over ``BRIDGE_*`` environment over defaults, validated."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}

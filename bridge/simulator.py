@@ -74,6 +74,7 @@ from bridge.errors import BridgeError, ConfigError
 from bridge.pacing import Clock, MonotonicClock
 from bridge.protocol.vonage import (
     DTMF_DIGITS,
+    PLAYBACK_BUFFER_FRAMES,
     build_cleared_event,
     build_connected,
     build_dtmf_event,
@@ -84,17 +85,15 @@ from bridge.runtime import freeze_startup_heap, run
 from bridge.settings import parse_pairs
 from bridge.stats import Histogram
 from bridge.units import FRAME_NS, MS, SUPPORTED_RATES, frame_bytes, frame_samples
+from bridge.units import SECOND as S
 
 _ws_log = logging.getLogger("bridge.simulator.websocket")
 
-S = 1_000_000_000
 DTMF_SPACING_NS = 300 * MS
 #: Close code for a wrong-sized binary frame. Real Vonage drops the socket (the far end sees
 #: 1006, protocol.md s.4); a clean 1002 "protocol error" with Vonage's message is easier to
 #: diagnose and to assert on, and still ends the call at once.
 BAD_FRAME_CLOSE_CODE = 1002
-#: Vonage's playback buffer in current docs: 3072 frames, about 60 s (protocol.md s.4).
-PLAYBACK_BUFFER_FRAMES = 3072
 #: Sender lateness p99 (or event loop lag p99) above this means the client could not keep its
 #: own schedule, or read what came back in time, so its latencies include its own queueing.
 OVERLOAD_LATENESS_MS = 2.0

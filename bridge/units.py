@@ -21,8 +21,9 @@ SUPPORTED_RATES: Final[tuple[int, ...]] = get_args(Rate)
 
 #: One frame: every message of audio, both ways, is exactly this long.
 FRAME_MS: Final = 20
-#: Nanoseconds in a millisecond: the clock's unit is the nanosecond.
+#: Nanoseconds in a millisecond and in a second: the clock's unit is the nanosecond.
 MS: Final = 1_000_000
+SECOND: Final = 1000 * MS
 FRAME_NS: Final = FRAME_MS * MS
 FRAMES_PER_SECOND: Final = 1000 // FRAME_MS
 #: 16-bit linear PCM.

@@ -33,15 +33,15 @@ from bridge.audio.pcm import Samples, to_bytes, to_samples
 from bridge.audio.resample import Resampler
 from bridge.call import Call, Handler
 from bridge.handlers.calllog import open_call_log
-from bridge.protocol.vonage import Cleared, Dtmf, Event, Notified
+from bridge.protocol.vonage import PLAYBACK_BUFFER_FRAMES, Cleared, Dtmf, Event, Notified
 from bridge.units import content_type, frame_samples
 from bridge.upstream import Item, UpstreamLink, UpstreamOptions
 
 log = logging.getLogger("bridge.forward")
 
-#: Audio from the upstream waiting to be played (a bot may send a whole answer at once);
-#: Vonage's own buffer is about 60 s (protocol.md s.4). Beyond it the oldest is dropped.
-PLAY_QUEUE_MAX_S = 60
+#: Audio from the upstream waiting to be played (a bot may send a whole answer at once) is
+#: bounded like Vonage's own buffer (docs/protocol.md s.4). Beyond it the oldest is dropped.
+PLAY_QUEUE_MAX_FRAMES = PLAYBACK_BUFFER_FRAMES
 #: Upstream text shown in a log line is cut to this many characters.
 LOG_TEXT_CHARS = 300
 UPSTREAM_UNAVAILABLE = 1011
@@ -128,7 +128,7 @@ class _Player:
         self._call = call
         self._queue: deque[Samples | _Mark] = deque()
         self._queued = 0
-        self._max = PLAY_QUEUE_MAX_S * call.pipeline_rate
+        self._max = PLAY_QUEUE_MAX_FRAMES * frame_samples(call.pipeline_rate)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped_samples = 0

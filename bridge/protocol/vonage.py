@@ -20,6 +20,11 @@ from bridge.errors import Fault, PeerError
 from bridge.units import content_type, rate_of
 
 DTMF_DIGITS = frozenset("0123456789*#")
+#: Vonage's playback buffer for the audio we send, in frames: 3072 (about 61 s) in current
+#: docs, 1024 in older ones; past it, assume audio is dropped (docs/protocol.md s.4).
+PLAYBACK_BUFFER_FRAMES = 3072
+#: The longest a websocket leg may last, and Vonage's default ``limit`` (docs/protocol.md s.6).
+MAX_LEG_S = 7200
 
 
 def parse_content_type(value: object) -> int:

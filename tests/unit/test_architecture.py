@@ -198,6 +198,8 @@ UNIT_NAMES = frozenset(
         "FRAME_NS",
         "FRAME_S",
         "MS",
+        "SECOND",
+        "NS_PER_S",
         "FRAMES_PER_SECOND",
         "BYTES_PER_SAMPLE",
         "frame_samples",
@@ -241,7 +243,7 @@ def _bound_names(nodes: list[ast.AST]) -> set[str]:
 def test_fact_checks_see_what_they_look_for() -> None:
     """The checks below find the facts where they are defined, so an empty result means it."""
     units = _code(UNITS)
-    assert UNIT_NAMES - {"RATES", "FRAME_S"} <= _bound_names(units)
+    assert UNIT_NAMES - {"RATES", "FRAME_S", "NS_PER_S"} <= _bound_names(units)
     assert "content_type" in _bound_names(units)
     assert any(isinstance(n, ast.Constant) and n.value == "audio/l16;rate=" for n in units)
     assert any(
@@ -266,6 +268,7 @@ def test_units_are_defined_only_in_bridge_units(module: str) -> None:
             )
         if isinstance(node, ast.Constant) and type(node.value) is int:
             assert node.value != 20_000_000, f"{module}:{node.lineno} spells the frame in ns"
+            assert node.value != 1_000_000_000, f"{module}:{node.lineno} spells a second in ns"
         if isinstance(node, ast.arguments):
             named = [*node.posonlyargs, *node.args, *node.kwonlyargs]
             defaults = [*node.defaults, *node.kw_defaults]

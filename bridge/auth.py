@@ -8,7 +8,7 @@ Both methods may be configured at once; a request passing either is let in.
   ``hmac.compare_digest`` (constant time). The ``token`` query value is removed from the call's
   metadata by the server, so it never reaches a handler or a log line.
 - ``--vonage-signature-secret``: ``Authorization: Bearer <JWT>`` as Vonage sends it on the
-  upgrade (``authorization: {"type": "vonage"}``, protocol.md s.2) and on signed webhooks:
+  upgrade (``authorization: {"type": "vonage"}``, docs/protocol.md s.2) and on signed webhooks:
   HS256 only (no ``alg`` switching), a valid signature, an ``iat`` within ``jwt_max_age_s`` of
   our clock either way, and ``api_key`` / ``application_id`` claims when configured. PyJWT does
   the cryptography.

@@ -1,4 +1,4 @@
-"""The four NCCO ``connect`` endpoint types and the ``connect`` action (protocol.md s.2).
+"""The four NCCO ``connect`` endpoint types and the ``connect`` action (docs/protocol.md s.2).
 
 Vonage answers a malformed NCCO with silence or, worse, with a silently different call (an SDK
 that wrote ``contentType`` got 16 kHz whatever it asked for). So every model here is validated
@@ -6,25 +6,26 @@ when it is built, and :func:`validate_ncco` applies the same rules to an NCCO so
 hand. An error names the JSON field and the rule (``endpoint.number: must be ...``), because
 that is what a person fixes.
 
-Rules that protocol.md leaves open, and what this module decides:
+Rules that docs/protocol.md (s.2) leaves open, and what this module decides:
 
 - numbers: ASCII digits only, 7 to 15 of them, the first not ``0`` (E.164 caps numbers at 15
   digits; no country code plus subscriber number is shorter than 7).
 - SIP: ``sip:user@host[:port][;transport=tls|udp|tcp]``. At most one parameter, and only
-  ``transport``: protocol.md documents ``tls``; ``udp`` and ``tcp`` are the RFC 3261 values and
+  ``transport``: Vonage documents ``tls``; ``udp`` and ``tcp`` are the RFC 3261 values and
   harmless. Any other parameter is rejected rather than passed to Vonage to be ignored. ``sips:``
   is rejected: Vonage selects TLS with ``;transport=tls``.
-- websocket URIs: ``ws://`` or ``wss://`` (case-sensitive, as protocol.md writes them), a host,
+- websocket URIs: ``ws://`` or ``wss://`` (case-sensitive, as Vonage writes them), a host,
   a port 1-65535 if given, no fragment (RFC 6455 forbids one), no whitespace or control chars.
 - ``headers``: a JSON object with string keys, at most 512 bytes as compact JSON with non-ASCII
   escaped (never smaller than the UTF-8 form, so we fit however Vonage counts); the keys
   ``event`` and ``content-type`` are refused because headers land at the top level of the first
-  message (protocol.md s.3) and would overwrite those.
+  message (docs/protocol.md s.3) and would overwrite those.
 - ``from``: E.164 whenever present; required for ``phone`` and ``sip`` endpoints.
 - ``vbc`` extensions: 1 to 10 ASCII digits.
 - ``eventMethod`` is exactly ``GET`` or ``POST``; ``timeout`` a positive int; ``limit`` 1..7200.
 
-Import rule: standard library and ``bridge.errors`` only (no asyncio, no websockets).
+Import rule: standard library, ``bridge.errors``, ``bridge.units`` and ``bridge.protocol``
+(its facts) only; no asyncio, no websockets.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from bridge.protocol.vonage import MAX_LEG_S
 from bridge.units import CONTENT_TYPES, SUPPORTED_RATES, content_type, rate_of, rates_text
 
 MAX_HEADERS_BYTES = 512
-MAX_CUSTOM_AUTH_CHARS = 8191  # "under 8192 characters" (protocol.md s.2)
+MAX_CUSTOM_AUTH_CHARS = 8191  # "under 8192 characters" (docs/protocol.md s.2)
 EVENT_METHODS: tuple[str, ...] = ("GET", "POST")
 SIP_TRANSPORTS: tuple[str, ...] = ("tls", "udp", "tcp")
 # Keys of the first message itself; a header with one of these names would replace it.
@@ -173,7 +174,7 @@ def _check_headers(field_name: str, value: object) -> Mapping[str, Any]:
             raise EndpointError(
                 f"{field_name}.{key}",
                 "is a key of the first message itself; headers are merged into it "
-                "(protocol.md s.3), so this one would replace it",
+                "(docs/protocol.md s.3), so this one would replace it",
             )
     try:
         compact = json.dumps(dict(value), separators=(",", ":"), allow_nan=False)
@@ -222,7 +223,7 @@ def _require_int(field_name: str, value: object) -> int:
 
 @dataclass(frozen=True)
 class Authorization:
-    """What Vonage sends as ``Authorization`` on the websocket upgrade (protocol.md s.2).
+    """What Vonage sends as ``Authorization`` on the websocket upgrade (docs/protocol.md s.2).
 
     ``vonage``: a signed JWT (``Bearer ...``); ``custom``: ``value`` verbatim.
     """
@@ -313,7 +314,7 @@ class PhoneEndpoint:
 
 @dataclass(frozen=True)
 class SipEndpoint:
-    """A SIP URI; media is UDP whatever the signalling transport (protocol.md s.2)."""
+    """A SIP URI; media is UDP whatever the signalling transport (docs/protocol.md s.2)."""
 
     uri: str
 
@@ -373,7 +374,7 @@ class WebsocketEndpoint:
     def to_dict(self) -> JSONObject:
         out: JSONObject = {"type": "websocket", "uri": self.uri}
         if self.content_type is not None:
-            out["content-type"] = self.content_type  # never "contentType" (protocol.md s.2)
+            out["content-type"] = self.content_type  # never "contentType" (docs/protocol.md s.2)
         if self.headers is not None:
             out["headers"] = json.loads(json.dumps(dict(self.headers)))
         if self.authorization is not None:

@@ -3,7 +3,7 @@
 Why not ``websockets.asyncio.server``: each call's outbound frames are written from the
 process-wide pacing timer, synchronously, in one pass over every due call; the sans-I/O
 ``ServerProtocol`` lets us do exactly that with no task or queue per connection, and it keeps
-permessage-deflate off (lessons.md: it costs a lot on 20 ms PCM and buys nothing).
+permessage-deflate off (docs/lessons.md s.7: it costs a lot on 20 ms PCM and buys nothing).
 
 This module alone maps failures to close codes (``CLOSE_CODES``) and logs them, once. It also
 decides, at the upgrade, who gets a websocket (README, "Security" and "Limits"): credentials
@@ -13,7 +13,8 @@ other paths are plain HTTP (``bridge.http``). Calls past ``--idle-timeout-s`` or
 Metrics are sampled about once a second from the calls' own counters (``bridge.metrics``),
 never per frame.
 
-Import rule: the only module besides ``simulator`` that imports websockets.
+Import rule: anything in the package except ``cli``; one of the three modules that import
+websockets (with ``simulator`` and ``upstream``; docs/architecture.md s.2).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ INTERNAL_ERROR = 1011
 #: Close code for a call ended by a limit (idle, duration): "policy violation".
 LIMIT_CLOSE = POLICY_VIOLATION
 
-#: One close code per peer fault; the README's table is generated from this mapping.
+#: One close code per peer fault. The README's "Bad input" table lists them, and
+#: tests/integration/test_bad_input.py checks each against a real server.
 CLOSE_CODES: dict[Fault, int] = {
     Fault.BINARY_BEFORE_METADATA: 1002,
     Fault.FIRST_MESSAGE_NOT_JSON: 1007,

@@ -1,6 +1,6 @@
 """Vonage's side of a call, played faithfully over a real websocket; and a load generator.
 
-One call (protocol.md s.1-5): connect, send ``websocket:connected``, then exact 20 ms binary
+One call (docs/protocol.md s.1-5): connect, send ``websocket:connected``, then exact 20 ms binary
 frames on a drift-free schedule (frame ``k`` leaves at ``start + k * 20 ms`` on a monotonic
 clock; a late sender sends every overdue frame at once instead of sliding the grid, so a stall
 shows up as lateness, never as drift), DTMF events interleaved, and a normal close (1000) after
@@ -32,7 +32,10 @@ The generator reports its own health: when its send lateness p99 exceeds 2 ms it
 its figures are not to be trusted. About 30 us of CPU per frame sent and echoed, over half of
 it the kernel's socket calls.
 
-Import rule: this module and ``server`` are the only ones that import ``websockets``.
+Import rule: ``bridge.audio``, ``bridge.errors``, ``bridge.pacing``, ``bridge.protocol``,
+``bridge.runtime``, ``bridge.settings``, ``bridge.stats``, ``bridge.units``; one of the three
+modules that import ``websockets`` (with ``server`` and ``upstream``; docs/architecture.md
+s.2).
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ _ws_log = logging.getLogger("bridge.simulator.websocket")
 
 DTMF_SPACING_NS = 300 * MS
 #: Close code for a wrong-sized binary frame. Real Vonage drops the socket (the far end sees
-#: 1006, protocol.md s.4); a clean 1002 "protocol error" with Vonage's message is easier to
+#: 1006, docs/protocol.md s.4); a clean 1002 "protocol error" with Vonage's message is easier to
 #: diagnose and to assert on, and still ends the call at once.
 BAD_FRAME_CLOSE_CODE = 1002
 #: Sender lateness p99 (or event loop lag p99) above this means the client could not keep its
@@ -455,8 +458,8 @@ class _Connection(asyncio.Protocol):
     are framed here, about 25 lines each way: websockets' generator-based parser and frame
     objects cost more per 20 ms frame (~5 us) than everything else the generator does for it.
     Control frames are handed to ``ClientProtocol`` whole, so its parser is always at a frame
-    boundary. permessage-deflate is never offered (lessons.md), so frames carry no RSV bits,
-    and no User-Agent is sent (protocol.md s.1).
+    boundary. permessage-deflate is never offered (docs/lessons.md s.7), so frames carry no RSV
+    bits, and no User-Agent is sent (docs/protocol.md s.1).
     """
 
     def __init__(
@@ -958,7 +961,7 @@ class _Call:
 
     def on_binary(self, data: bytes, now: int) -> None:
         if len(data) != self.frame_bytes:
-            # protocol.md s.4: Vonage stops listening and drops the call.
+            # docs/protocol.md s.4: Vonage stops listening and drops the call.
             self.bad_frames += 1
             if self.conn is not None and self.conn.is_open:
                 reason = f"unexpected frame size {len(data)}, when required {self.frame_bytes}"
@@ -1063,7 +1066,7 @@ class _Call:
         try:
             command = parse_command(text)
         except ValueError:
-            self.unknown_commands += 1  # protocol.md s.5: send nothing else as text
+            self.unknown_commands += 1  # docs/protocol.md s.5: send nothing else as text
             return
         conn = self.conn
         if conn is None:
@@ -1073,7 +1076,7 @@ class _Call:
             if self.play_end_ns > now:
                 self.frames_cleared += -(-(self.play_end_ns - now) // FRAME_NS)
             self.play_end_ns = now
-            # protocol.md s.5: after a clear, a pending notify may never come.
+            # docs/protocol.md s.5: after a clear, a pending notify may never come.
             self.notifies_dropped += len(self.notify_timers)
             self._cancel_notifies()
             conn.send_text(build_cleared_event())

@@ -19,7 +19,7 @@ drops the oldest audio, counted and logged. ``max_attempts`` consecutive failed 
 Nothing here blocks the event loop or waits on another call: each call owns one task.
 
 Import rule: asyncio, websockets' client, the standard library; nothing else from bridge
-except ``bridge.__version__``.
+except ``bridge.__version__`` and ``bridge.units``.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ class UpstreamLink:
                 ws = await connect(
                     self.options.url,
                     open_timeout=self.options.timeout_s,
-                    compression=None,  # lessons.md: deflate costs CPU and buys nothing on PCM
+                    compression=None,  # docs/lessons.md s.7: deflate costs CPU, buys nothing on PCM
                     ping_interval=None,  # our own pings confirm audio (module doc)
                     close_timeout=1,
                     max_size=MAX_MESSAGE_BYTES,

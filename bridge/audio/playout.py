@@ -3,9 +3,9 @@
 Overflow policy: the queue never grows past ``max_ms``. ``Call.play`` waits for room
 (backpressure, nothing lost); a non-waiting push that finds the queue full drops the
 *oldest* queued audio and counts it, because for live audio the newest is what matters and a
-bounded queue is a bounded added latency (lessons.md: backlogs that never drain).
+bounded queue is a bounded added latency (docs/lessons.md s.3: backlogs that never drain).
 
-Import rule: standard library only.
+Import rule: standard library and ``bridge.units`` only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from bridge.units import FRAME_MS
 
 @dataclass(frozen=True, slots=True)
 class Marker:
-    """A ``notify`` placed after the audio queued before it (protocol.md s.5)."""
+    """A ``notify`` placed after the audio queued before it (docs/protocol.md s.5)."""
 
     payload: Any
 

@@ -9,7 +9,7 @@ handler every call runs:
 * wrapped by ``record`` when ``--record-dir`` is given, whatever the mode.
 
 Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.config``, ``bridge.protocol``,
-``bridge.transcribe``; never websockets (``forward`` reaches its upstream through
+``bridge.transcribe`` and the modes (``bridge.handlers``); never websockets (``forward`` reaches its upstream through
 ``bridge.upstream``, the one client handlers may use).
 """
 

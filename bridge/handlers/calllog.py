@@ -4,7 +4,7 @@ A call id comes from the query string or the first message, which the NCCO's aut
 but bridge does not: it is reduced to ``[A-Za-z0-9._-]`` before it names a file, and a name
 already taken gets a ``-2``, ``-3``... suffix (two calls with one id never share a file).
 
-Import rule: standard library and ``bridge.call`` only.
+Import rule: standard library, ``bridge.call`` and ``bridge.units`` only.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Written with the public handler API only (plus ``bridge.upstream`` for the link)
 * Vonage's events (DTMF, notify, cleared) go up to the upstream as the same JSON text Vonage
   uses, in order with the audio.
 
-Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.protocol``, ``bridge.upstream``.
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.protocol``, ``bridge.upstream``,
+``bridge.units``, ``bridge.handlers.calllog``.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def render_hello(template: str, call: Call, upstream_rate: int) -> str:
 
 
 def event_json(event: Event) -> str:
-    """A Vonage event as Vonage wrote it (protocol.md s.5), for the upstream."""
+    """A Vonage event as Vonage wrote it (docs/protocol.md s.5), for the upstream."""
     obj: dict[str, Any]
     if isinstance(event, Dtmf):
         obj = {"event": "websocket:dtmf", "digit": event.digit}

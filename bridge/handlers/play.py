@@ -11,7 +11,8 @@ prompt has been heard in full (logged with the heard position). The call stays u
 cancelled (so nothing more is queued), then ``Call.clear`` drops bridge's queue and Vonage's
 buffer.
 
-Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.protocol``, standard library.
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.protocol``, ``bridge.errors``,
+``bridge.units``, standard library.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ end the file is padded with silence to the call's full length.
 Memory stays flat: at most ``FORCE_ROWS`` frames per side are held; ``WavWriter`` rewrites
 the header every second, so a crash mid-call leaves a playable file up to the last second.
 
-Import rule: ``bridge.call``, ``bridge.audio``, standard library.
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.units``, ``bridge.handlers.calllog``,
+standard library.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The Vonage Voice API websocket dialect (protocol.md sections 3-5), both directions.
+"""The Vonage Voice API websocket dialect (docs/protocol.md s.3-5), both directions.
 
 Parsing is for the server (Vonage -> bridge); the ``build_*_event`` helpers are for the
 simulator, which plays Vonage's side. Every function is pure: text in, dataclass or text out.
 
-Import rule: standard library and ``bridge.errors`` only.
+Import rule: standard library, ``bridge.errors`` and ``bridge.units`` only.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Connected:
 
 
 def parse_connected(text: str, query: str = "") -> Connected:
-    """Parse the ``websocket:connected`` text frame (protocol.md s.3).
+    """Parse the ``websocket:connected`` text frame (docs/protocol.md s.3).
 
     Unknown keys are metadata, never rejected; ``event`` is not required because the
     rate is what matters and some proxies rewrite it.

@@ -12,6 +12,7 @@ event-loop runner are each defined in one module, and every other module imports
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -27,6 +28,7 @@ CORE_PREFIXES = (
     "bridge.audio",
     "bridge.pacing",
     "bridge.errors",
+    "bridge.settings",
     "bridge.config",
     "bridge.logs",
 )
@@ -284,3 +286,33 @@ def test_only_the_runtime_picks_the_event_loop(module: str) -> None:
     for node in _code(module):
         if isinstance(node, ast.Attribute) and node.attr == "freeze":
             assert not (isinstance(node.value, ast.Name) and node.value.id == "gc"), module
+
+
+# --- every module states its own import rule, and keeps it --------------------------------
+
+#: Wording of a rule that allows any bridge module.
+ANY_MODULE = "anything in the package"
+_NAMED = re.compile(r"``(bridge(?:\.[a-z_]+)*)``")
+
+
+def _import_rule(module: str) -> str:
+    doc = ast.get_docstring(ast.parse(_modules()[module].read_text())) or ""
+    _, found, rule = doc.partition("Import rule:")
+    assert found, f"{module}'s docstring does not state its import rule"
+    return " ".join(rule.split())
+
+
+def _bridge_imports(module: str) -> set[str]:
+    """The bridge modules ``module`` imports (names imported from them left out)."""
+    known = _modules()
+    return {name for name in _direct_imports(module) if name in known and name != "bridge"}
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_each_module_imports_only_what_its_rule_names(module: str) -> None:
+    rule = _import_rule(module)
+    if ANY_MODULE in rule:
+        return
+    allowed = set(_NAMED.findall(rule))
+    stray = {name for name in _bridge_imports(module) if not _matches(name, tuple(allowed))}
+    assert not stray, f"{module} imports {sorted(stray)}, which its rule does not name: {rule}"

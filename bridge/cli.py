@@ -1,4 +1,4 @@
-"""The ``bridge`` command: ``serve``, and the simulator's ``call`` and ``load``.
+"""The ``bridge`` command: ``serve``, the simulator's ``call`` and ``load``, and ``ncco``.
 
 A mistake on the command line prints one line (``bridge: error: ...``) and exits 2; no
 traceback ever reaches a user for a bad argument.

@@ -4,7 +4,8 @@ It exists so that a person setting up a Vonage application can paste an answer t
 to be valid, and so that ``--websocket`` prints exactly what bridge's ``/answer`` webhook
 returns for the same settings: both are built by :func:`bridge.endpoints.websocket_ncco`, and
 ``--auth vonage`` / ``--token`` ask for the socket authentication that a server with
-``--vonage-signature-secret`` / ``--token`` asks for (:func:`bridge.endpoints.bridge_authorization`).
+``--vonage-signature-secret`` / ``--token`` asks for
+(:func:`bridge.endpoints.bridge_authorization`).
 
 Every invalid value becomes a :class:`~bridge.errors.ConfigError`, which ``bridge.cli.main``
 prints as one ``bridge: error: ...`` line with exit status 2.

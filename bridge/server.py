@@ -6,9 +6,9 @@ process-wide pacing timer, synchronously, in one pass over every due call; the s
 permessage-deflate off (docs/lessons.md s.7: it costs a lot on 20 ms PCM and buys nothing).
 
 This module alone maps failures to close codes (``CLOSE_CODES``) and logs them, once. It also
-decides, at the upgrade, who gets a websocket (README, "Security" and "Limits"): credentials
-(``bridge.auth``) else HTTP 401, draining else 503, ``--max-calls`` else 503 with Retry-After;
-other paths are plain HTTP (``bridge.http``). Calls past ``--idle-timeout-s`` or
+decides, at the upgrade, who gets a websocket (README, "Security model" and "Limits"):
+credentials (``bridge.auth``) else HTTP 401, draining else 503, ``--max-calls`` else 503 with
+Retry-After; other paths are plain HTTP (``bridge.http``). Calls past ``--idle-timeout-s`` or
 ``--max-call-s`` are closed with 1008; on SIGTERM the server drains (``BridgeServer.drain``).
 Metrics are sampled about once a second from the calls' own counters (``bridge.metrics``),
 never per frame.

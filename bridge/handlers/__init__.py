@@ -6,11 +6,12 @@ handler every call runs:
 
 * the mode (``HANDLERS``): ``echo``, ``forward`` (``--upstream``), ``transcribe``
   (``--transcripts``), ``play`` (``--play`` or ``--tone``, ``--barge-in``);
-* wrapped by ``record`` when ``--record-dir`` is given, whatever the mode.
+* wrapped by ``transcribed`` when ``--transcribe`` is given in another mode, and by
+  ``recorded`` when ``--record-dir`` is given, whatever the mode.
 
 Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.config``, ``bridge.protocol``,
-``bridge.transcribe`` and the modes (``bridge.handlers``); never websockets (``forward`` reaches its upstream through
-``bridge.upstream``, the one client handlers may use).
+``bridge.transcribe`` and the modes (``bridge.handlers``); never websockets (``forward``
+reaches its upstream through ``bridge.upstream``, the one client handlers may use).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Who gets a websocket: real JWTs (PyJWT), tokens, 401 before any websocket, secure by
-default, and wss:// served directly (README: "Security")."""
+default, and wss:// served directly (README: "Security model")."""
 
 from __future__ import annotations
 

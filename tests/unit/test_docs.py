@@ -95,3 +95,15 @@ def test_the_layout_names_every_module() -> None:
         if path.stem not in ("__init__", "__main__") and path.stem not in words
     ]
     assert not unnamed, f"docs/architecture.md s.1 does not name {unnamed}"
+
+
+_README_CITED = re.compile(r'README[:,]? *\(?("[^"]+"(?: and "[^"]+")*)')
+
+
+@pytest.mark.parametrize("source", _sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_cited_readme_section_exists(source: Path) -> None:
+    """``(README: "Bad input")`` names a heading of the README (or the start of one)."""
+    headings = re.findall(r"^#{2,3} (.+)$", (ROOT / "README.md").read_text(), re.MULTILINE)
+    for match in _README_CITED.finditer(source.read_text()):
+        for title in re.findall(r'"([^"]+)"', match.group(1)):
+            assert any(h.startswith(title) for h in headings), (source.name, title)

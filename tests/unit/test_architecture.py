@@ -156,7 +156,7 @@ def test_core_imports_no_asyncio_or_websockets(module: str) -> None:
 
 
 @pytest.mark.parametrize("module", sorted(_modules()))
-def test_only_server_and_simulator_import_websockets(module: str) -> None:
+def test_only_the_transports_import_websockets(module: str) -> None:
     if _matches(module, WEBSOCKETS_ALLOWED):
         return
     assert "websockets" not in _top_level(_direct_imports(module)), module

@@ -7,9 +7,11 @@ import logging
 
 import pytest
 
+from bridge.auth import Authenticator, Credentials
 from bridge.cli import main
-from bridge.config import ServerConfig
+from bridge.config import HTTP_PATHS, ServerConfig
 from bridge.endpoints import EndpointError, validate_ncco
+from bridge.http import HttpRoutes
 from bridge.webhooks import answer_ncco, event_url, log_event
 
 
@@ -109,3 +111,14 @@ def test_bridge_ncco_prints_what_the_server_answers(
     printed = capsys.readouterr()
     assert status == 0, printed.err
     assert json.loads(printed.out) == served
+
+
+def test_every_reserved_path_is_served_and_no_other() -> None:
+    """``HTTP_PATHS`` (which ``--path`` may not take) is exactly what ``bridge.http`` serves."""
+    config = ServerConfig(public_url="wss://b.example")
+    routes = HttpRoutes(config, Authenticator(), lambda: b"", lambda: True)
+    open_door = Credentials(authorization=None, query_token=None)
+    for path in HTTP_PATHS:
+        response, _ = routes.handle(path, {}, open_door)
+        assert response.status != 404, path
+    assert routes.handle("/other", {}, open_door)[0].status == 404

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin,
 from bridge.errors import ConfigError, UsageError
 
 ENV_PREFIX = "BRIDGE_"
+_KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -193,6 +194,24 @@ class Option:
             raise ConfigError(f"{source}: must be one of {shown}, got {raw!r}")
         return value
 
+    def refusal(self, value: Any) -> str | None:
+        """The rule ``value`` breaks (its type, its choices, a check), or ``None``.
+
+        Values from the command line were converted already; this also guards a config
+        built in Python (``ServerConfig(mode=...)``), where only mypy would see a wrong type.
+        """
+        # bool is an int, but ``port=True`` is a mistake; an int is a fine float.
+        fits = isinstance(value, self.kind) and (self.kind is bool or not isinstance(value, bool))
+        if not fits and not (self.kind is float and type(value) is int):
+            return f"must be {_KIND_WORDS[self.kind]}"
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(str(choice) for choice in self.choices)}"
+        for check in self.checks:
+            broken = check(value)
+            if broken is not None:
+                return broken
+        return None
+
     def to_text(self, value: Any) -> str | None:
         """The inverse of :meth:`convert` (``None`` for unset), for a child's environment."""
         if value is None:
@@ -233,12 +252,11 @@ class Settings:
         for section in self.sections():
             for option in options(section):
                 value = getattr(self, option.name)
-                if value is None:
+                if value is None and option.optional:
                     continue
-                for check in option.checks:
-                    broken = check(value)
-                    if broken is not None:
-                        raise ConfigError(f"{option.describe()} {broken}, got {value!r}")
+                broken = option.refusal(value)
+                if broken is not None:
+                    raise ConfigError(f"{option.describe()} {broken}, got {value!r}")
             section_rules = vars(section).get("rules")
             if section_rules is not None:
                 section_rules(self)

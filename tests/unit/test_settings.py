@@ -196,6 +196,10 @@ def test_environment_export_round_trips_every_setting() -> None:
 #: One invalid configuration per check and per rule, as keyword arguments.
 INVALID: list[dict[str, object]] = [
     {"port": 70000},
+    {"port": "80"},
+    {"lenient": 1},
+    {"mode": "karaoke"},
+    {"pipeline_rate": 44100},
     {"path": "socket"},
     {"path": "/ready"},
     {"lead_ms": 2000},
@@ -249,6 +253,17 @@ def test_every_error_names_real_flags_and_variables(values: dict[str, object]) -
     # The setting at fault is named both ways.
     offending = next(o for o in all_options(ServerConfig) if o.name == next(iter(values)))
     assert offending.flag in flags and offending.env in envs, message
+
+
+def test_a_config_built_in_python_is_checked_like_one_from_the_command_line() -> None:
+    assert ServerConfig(tone=440).tone == 440  # an int is a fine float
+    assert ServerConfig(drain_seconds=0).drain_seconds == 0
+    with pytest.raises(ConfigError, match=r"--port \(BRIDGE_PORT\) must be an integer, got True"):
+        ServerConfig(port=True)
+    with pytest.raises(ConfigError, match=r"--answer-rate .* must be one of 8000, 16000, 24000"):
+        ServerConfig(answer_rate=44100)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="--host"):
+        ServerConfig(host=None)  # type: ignore[arg-type]
 
 
 def test_every_check_and_rule_is_exercised_above() -> None:

@@ -257,6 +257,12 @@ def build() -> str:
             "10-minute drift call."
             if quick
             else ""
+        )
+        + (
+            " The pacing section comes from a full run (`python -m benchmarks.pacing`: 30 s "
+            "steps and the 10-minute drift call)."
+            if quick and pac and not pac.get("quick")
+            else ""
         ),
         "",
         _verdict(cap, prof),

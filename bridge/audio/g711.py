@@ -54,9 +54,7 @@ def _ulaw_encode_table() -> NDArray[np.uint8]:
 def _ulaw_decode_table() -> NDArray[np.int16]:
     code = ~np.arange(256, dtype=np.int32) & 0xFF
     t = (((code & 0xF) << 3) + _ULAW_BIAS) << ((code & 0x70) >> 4)
-    out: NDArray[np.int16] = np.where(code & 0x80, _ULAW_BIAS - t, t - _ULAW_BIAS).astype(
-        np.int16
-    )
+    out: NDArray[np.int16] = np.where(code & 0x80, _ULAW_BIAS - t, t - _ULAW_BIAS).astype(np.int16)
     return out
 
 
@@ -95,7 +93,8 @@ def ulaw_to_pcm(data: bytes) -> bytes:
 
 def pcm_to_ulaw(pcm: bytes) -> bytes:
     """16-bit little-endian PCM -> mu-law codes (one byte per sample)."""
-    return _ULAW_ENCODE[np.frombuffer(pcm, dtype="<u2")].tobytes()
+    out: bytes = _ULAW_ENCODE[np.frombuffer(pcm, dtype="<u2")].tobytes()
+    return out
 
 
 def alaw_to_pcm(data: bytes) -> bytes:
@@ -105,4 +104,5 @@ def alaw_to_pcm(data: bytes) -> bytes:
 
 def pcm_to_alaw(pcm: bytes) -> bytes:
     """16-bit little-endian PCM -> A-law codes (one byte per sample)."""
-    return _ALAW_ENCODE[np.frombuffer(pcm, dtype="<u2")].tobytes()
+    out: bytes = _ALAW_ENCODE[np.frombuffer(pcm, dtype="<u2")].tobytes()
+    return out

@@ -224,6 +224,8 @@ INVALID: list[dict[str, object]] = [
     {"upstream_timeout_s": 0},
     {"token": ""},
     {"vonage_signature_secret": ""},
+    {"twilio_auth_token": ""},
+    {"telnyx_stream_token": ""},
     {"vonage_api_key": ""},
     {"vonage_application_id": "app"},
     {"jwt_max_age_s": -1},

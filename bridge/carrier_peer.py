@@ -36,7 +36,7 @@ from bridge.audio.codec import L16_BE, L16_LE, PCMA, PCMU, Codec
 from bridge.errors import ConfigError
 from bridge.protocol import exotel, plivo, telnyx, twilio
 from bridge.protocol.carrier import CARRIER_NAMES, Command
-from bridge.units import frame_samples
+from bridge.units import FRAME_MS, SUPPORTED_RATES, frame_samples
 
 #: Stamped samples per frame (one bit each: a 16-bit frame number).
 STAMP_SAMPLES = 16
@@ -48,10 +48,10 @@ ENCODINGS: dict[str, dict[str, tuple[Codec, tuple[int, ...]]]] = {
     "telnyx": {
         "PCMU": (PCMU, (8000,)),
         "PCMA": (PCMA, (8000,)),
-        "L16": (L16_BE, (8000, 16000, 24000)),
+        "L16": (L16_BE, SUPPORTED_RATES),
     },
     "plivo": {plivo.MULAW: (PCMU, (8000,)), plivo.L16: (L16_LE, (8000, 16000))},
-    "exotel": {exotel.RAW: (L16_LE, (8000, 16000, 24000))},
+    "exotel": {exotel.RAW: (L16_LE, SUPPORTED_RATES)},
 }
 DEFAULT_ENCODING = {"twilio": "PCMU", "telnyx": "PCMU", "plivo": plivo.MULAW, "exotel": exotel.RAW}
 
@@ -209,7 +209,7 @@ class CarrierPeer:
         frames = len(self._pending)
         self._pending.clear()
         self._chunk += 1
-        timestamp_ms = (self._chunk - 1) * frames * 20
+        timestamp_ms = (self._chunk - 1) * frames * FRAME_MS
         build = {
             "twilio": twilio.build_media,
             "telnyx": telnyx.build_media,

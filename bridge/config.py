@@ -281,6 +281,13 @@ class ServerConfig:
             "metavar": "K=V,...",
         },
     )
+    phone_page: bool | None = field(
+        default=None,
+        metadata={
+            "help": "serve the browser phone at GET /phone (--no-phone-page: don't); "
+            "default: on when --host is a loopback address",
+        },
+    )
     workers: int = field(
         default=1,
         metadata={
@@ -370,7 +377,7 @@ def _check_modes(c: ServerConfig) -> None:
 
 
 #: Paths served as plain HTTP by the server (bridge/http.py); the websocket path cannot be one.
-HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event")
+HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event", "/phone")
 
 
 def _check_production(c: ServerConfig) -> None:
@@ -478,7 +485,11 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Any] = ServerConfig) -> None:
-    """One option per field; defaults stay ``None`` so env and dataclass defaults can apply."""
+    """One option per field; defaults stay ``None`` so env and dataclass defaults can apply.
+
+    A flag is ``--name``; a setting whose default is ``None`` (decided from others, such as
+    ``--phone-page``) also gets ``--no-name``.
+    """
     for f in dataclasses.fields(cls):
         help_text = f"{f.metadata.get('help', '')} [env {env_name(f.name)}; default {f.default}]"
         if _field_type(f) is bool:
@@ -490,6 +501,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Any] = Serve
                 default=None,
                 help=help_text,
             )
+            if f.default is None:
+                parser.add_argument(
+                    "--no-" + f.name.replace("_", "-"),
+                    dest=f.name,
+                    action="store_const",
+                    const="false",
+                    help=argparse.SUPPRESS,
+                )
         else:
             parser.add_argument(
                 _flag(f.name),

@@ -26,7 +26,7 @@ from bridge.audio.resample import resample_whole
 from bridge.audio.wav import read_wav
 from bridge.call import Call
 from bridge.protocol.vonage import Cleared, Dtmf, Notified
-from tests.browser import chromium, open_phone
+from tests.browser import chromium, chromium_path, open_phone
 from tests.helpers import ROOT, running_server, start_server_process, wait_s
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,12 @@ SPEECH = ROOT / "tests" / "data" / "fox_slt_16k.wav"
 ARTEFACTS = ROOT / "build" / "test-artefacts"
 #: Long enough for one whole copy of the 2.97 s sentence after any starting point of the loop.
 CALL_SECONDS = 8
+
+
+@pytest.fixture(autouse=True)
+def _needs_chromium() -> None:
+    """Skip before any server starts when there is no browser to run."""
+    chromium_path()
 
 
 def _left_channel(path: Path) -> tuple[NDArray[np.float64], int]:

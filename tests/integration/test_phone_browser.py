@@ -33,8 +33,11 @@ pytestmark = pytest.mark.slow
 
 SPEECH = ROOT / "tests" / "data" / "fox_slt_16k.wav"
 ARTEFACTS = ROOT / "build" / "test-artefacts"
-#: Long enough for one whole copy of the 2.97 s sentence after any starting point of the loop.
-CALL_SECONDS = 8
+#: Long enough for two whole copies of the 2.97 s sentence whatever point of the loop the
+#: call starts at.
+CALL_SECONDS = 10
+#: The sentence is matched in pieces this long (see the test).
+PIECE_S = 1.0
 
 
 @pytest.fixture(autouse=True)
@@ -123,9 +126,19 @@ async def test_a_call_from_the_browser_reaches_bridge_and_the_echo_comes_back(
     assert recorded_rate == rate
     source, source_rate = read_wav(SPEECH)
     expected = resample_whole(source, source_rate, rate).astype(np.float64)
-    correlation = best_correlation(heard, expected)
-    print(f"speech correlation at {rate} Hz: {correlation:.4f}")
-    assert correlation >= 0.8
+    # Each second of the sentence must be found in the recording. Matched whole, one slip
+    # anywhere would hide it: on a starved CPU (the full suite on two busy cores) Chromium's
+    # capture now and then loses a 10 ms block, shifting everything after it; a page that
+    # garbled, dropped or mis-rated audio fails every piece.
+    step = int(PIECE_S * rate)
+    pieces = [expected[i : i + step] for i in range(0, len(expected) - step // 2, step)]
+    correlations = [best_correlation(heard, piece) for piece in pieces]
+    whole = best_correlation(heard, expected)
+    print(
+        f"speech correlation at {rate} Hz: whole sentence {whole:.4f}, "
+        f"per second {', '.join(f'{c:.4f}' for c in correlations)}"
+    )
+    assert min(correlations) >= 0.8
 
 
 class Scripted:

@@ -14,7 +14,9 @@ with 400, which is why the ``/answer`` NCCO sets ``eventMethod: GET``.
 | ``/event`` | 204, the event logged (``--public-url`` set; same authentication) |
 | ``/phone`` | the browser phone (``--phone-page``, on by default for a loopback ``--host``; same authentication: ``?token=`` on the page is reused for its socket) |
 
-Import rule: standard library and bridge modules; never websockets.
+Import rule: standard library, ``bridge.auth``, ``bridge.config``, ``bridge.endpoints``,
+``bridge.metrics``, ``bridge.webhooks``; never websockets (the server turns responses into
+bytes).
 """
 
 from __future__ import annotations

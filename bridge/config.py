@@ -295,8 +295,7 @@ class ProductionSettings(Settings):
     )
     phone_page: bool | None = setting(
         None,
-        "serve the browser phone at GET /phone; unset: served when --host is a loopback "
-        "address",
+        "serve the browser phone at GET /phone; unset: served when --host is a loopback address",
     )
     answer_rate: Rate = setting(16000, "audio rate the /answer NCCO asks Vonage for", metavar="HZ")
     answer_headers: str = setting(

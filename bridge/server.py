@@ -39,7 +39,7 @@ from bridge.carriers import CarrierSession
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
-from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
+from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, phone_url, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import Clock, MonotonicClock, Scheduler
 from bridge.protocol.carrier import CARRIER_NAMES, CarrierError, Stopped
@@ -152,7 +152,11 @@ class BridgeServer:
                 Resampler(self.config.pipeline_rate, rate)
         self.transport_name = resolve_transport(self.config.transport)
         if self.transport_name == "picows":
-            from bridge.transport.picows_server import serve as picows_serve  # noqa: PLC0415
+            try:
+                from bridge.transport.picows_server import serve as picows_serve  # noqa: PLC0415
+            except ImportError as exc:
+                option = self.config.option("transport", "picows")
+                raise ConfigError(f"{option}: picows cannot be imported ({exc})") from exc
 
             connection = picows_connection_class()
             self._server = await picows_serve(
@@ -743,7 +747,14 @@ async def serve(
     if on_listening is not None:
         on_listening(server)
     else:
-        log.info("listening", extra={"url": url, "transport": server.transport_name})
+        log.info(
+            "listening",
+            extra={
+                "url": url,
+                "transport": server.transport_name,
+                **phone_url(config, server.port),
+            },
+        )
     await stop.wait()
     stop.clear()
     log.info(

@@ -30,14 +30,13 @@ or an explicit ``--insecure``.
 Wall clock: a JWT's ``iat`` is wall-clock time by definition, so this module reads the wall
 clock through ``_wall_s`` (injectable for tests); nothing here paces audio.
 
-Import rule: standard library, ``jwt`` (PyJWT), ``bridge.config``, ``bridge.errors``.
+Import rule: standard library, ``jwt`` (PyJWT), ``bridge.config``, ``bridge.errors``,
+``bridge.protocol``.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import hmac
 import ipaddress
 import logging
@@ -50,6 +49,7 @@ import jwt
 
 from bridge.config import ProductionSettings, ServerConfig
 from bridge.errors import ConfigError
+from bridge.protocol.twilio import twilio_signature
 
 log = logging.getLogger("bridge.auth")
 
@@ -210,13 +210,6 @@ class Authenticator:
         ):
             return "jwt wrong application_id"
         return None
-
-
-def twilio_signature(auth_token: str, url: str, params: Sequence[tuple[str, str]] = ()) -> str:
-    """Twilio's request signature: base64(HMAC-SHA1(auth token, URL + sorted name+value))."""
-    data = url + "".join(name + value for name, value in sorted(params))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode("ascii")
 
 
 _DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}

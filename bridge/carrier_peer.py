@@ -28,6 +28,7 @@ Import rule: standard library, ``bridge.audio``, ``bridge.errors``, ``bridge.pro
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -294,3 +295,58 @@ class CarrierPeer:
         if self.carrier == "exotel" and self.codec is L16_LE:
             return exotel.chunk_ok(size)
         return size > 0 and size % self.frame_wire_bytes == 0
+
+
+# --- the simulator's hooks ------------------------------------------------------------------
+
+#: Stamped wire frames kept per audio source (as the simulator's own stamp cache).
+_WIRE_CACHE = 1024
+
+
+class _WireCache:
+    __slots__ = ("frames", "keys")
+
+    def __init__(self) -> None:
+        self.keys = [-1] * _WIRE_CACHE
+        self.frames = [b""] * _WIRE_CACHE
+
+
+#: One cache per (audio source, codec): every call of a load run sends the same frame ``k``.
+_CACHES: weakref.WeakKeyDictionary[object, dict[str, _WireCache]] = weakref.WeakKeyDictionary()
+
+
+class CarrierLink:
+    """What the simulator's send and receive paths call for a carrier call: the peer, plus
+    frames in the wire encoding, stamped and matched there (see the module doc)."""
+
+    def __init__(self, opts: PeerOptions) -> None:
+        self.peer = CarrierPeer(opts)
+        self.codec = self.peer.codec
+        self.frame_bytes = self.peer.frame_wire_bytes
+
+    def wire_frame(self, source: object, k: int, pcm: bytes, stamp: bool) -> bytes:
+        """Frame ``k`` of ``source`` (its PCM is ``pcm``) on the wire, stamped with ``k``."""
+        if not stamp:
+            return self.codec.encode(pcm)
+        caches = _CACHES.setdefault(source, {})
+        cache = caches.get(self.codec.name)
+        if cache is None:
+            cache = caches[self.codec.name] = _WireCache()
+        slot = k % _WIRE_CACHE
+        if cache.keys[slot] == k:
+            return cache.frames[slot]
+        frame = stamp_wire(self.codec.encode(pcm), k & 0xFFFF, self.codec)
+        cache.keys[slot] = k
+        cache.frames[slot] = frame
+        return frame
+
+    def read_stamp(self, wire: bytes) -> int:
+        return read_wire_stamp(wire, self.codec)
+
+    def to_pcm(self, wire: bytes) -> bytes:
+        return self.codec.decode(wire)
+
+    def split(self, payload: bytes) -> list[bytes]:
+        """A media payload (whole frames: :meth:`CarrierPeer.media_ok`) as 20 ms frames."""
+        size = self.frame_bytes
+        return [payload[i : i + size] for i in range(0, len(payload), size)]

@@ -15,7 +15,10 @@ Import rule: standard library, ``bridge.errors``, ``bridge.protocol`` and ``brid
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.errors import Fault, PeerError
@@ -35,6 +38,14 @@ from bridge.protocol.carrier import (
 
 ENCODING = "audio/x-mulaw"
 SAMPLE_RATE = 8000
+
+
+def twilio_signature(auth_token: str, url: str, params: Sequence[tuple[str, str]] = ()) -> str:
+    """``X-Twilio-Signature`` (docs/carriers.md s.6): base64 of HMAC-SHA1 keyed with the
+    account's auth token, over the URL followed by each parameter's name and value, sorted."""
+    data = url + "".join(name + value for name, value in sorted(params))
+    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
 
 
 class Twilio(Dialect):

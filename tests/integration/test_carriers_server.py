@@ -15,10 +15,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from bridge.audio.pcm import to_bytes, tone
-from bridge.auth import twilio_signature
 from bridge.call import Call
 from bridge.carrier_peer import PeerOptions
 from bridge.handlers import echo
+from bridge.protocol.twilio import twilio_signature
 from bridge.protocol.vonage import Cleared, Dtmf, Notified
 from bridge.simulator import CallOptions, run_call
 from bridge.units import frame_samples

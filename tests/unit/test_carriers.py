@@ -13,7 +13,7 @@ import pytest
 
 from bridge.audio.codec import L16_BE, L16_LE, PCMA, PCMU
 from bridge.audio.pcm import to_bytes, tone
-from bridge.auth import Authenticator, Credentials, twilio_signature, twilio_signature_valid
+from bridge.auth import Authenticator, Credentials, twilio_signature_valid
 from bridge.carrier_peer import CarrierPeer, PeerOptions, read_wire_stamp, stamp_wire
 from bridge.carriers import CarrierSession, CarrierStats, Reorder
 from bridge.config import ServerConfig
@@ -22,6 +22,7 @@ from bridge.protocol import exotel, plivo
 from bridge.protocol.carrier import CarrierError, Stopped
 from bridge.protocol.dialects import PENDING, UNKNOWN, first_message_dialect
 from bridge.protocol.telnyx import Telnyx
+from bridge.protocol.twilio import twilio_signature
 from bridge.protocol.vonage import Cleared, Connected, Dtmf, Notified
 from bridge.twiml import TwimlError, answer_twiml, connect_stream
 from bridge.units import frame_samples

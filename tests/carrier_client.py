@@ -51,14 +51,18 @@ class CarrierClient:
             await ws.send(message)
         return client
 
-    async def send_frames(self, pcm_frames: list[bytes]) -> bytes:
-        """Caller audio (PCM frames at the call's rate); returns what went on the wire."""
+    async def send_frames(self, pcm_frames: list[bytes], frame_s: float = 0.01) -> bytes:
+        """Caller audio (PCM frames at the call's rate), ``frame_s`` per frame (twice real
+        time by default: a call's inbox holds a second, so a handler starting late loses
+        nothing); returns what went on the wire."""
         wire = b""
         for pcm in pcm_frames:
             encoded = self.peer.codec.encode(pcm)
             wire += encoded
-            for message in self.peer.frame(encoded):
+            messages = self.peer.frame(encoded)
+            for message in messages:
                 await self.ws.send(message)
+            await asyncio.sleep(frame_s)
         for message in self.peer.finish():
             await self.ws.send(message)
         return wire

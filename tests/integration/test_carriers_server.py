@@ -150,22 +150,52 @@ def _with_media(carrier: str, payload: object) -> list[str | bytes]:
     return [*opening, json.dumps(media)]
 
 
-BAD: list[tuple[str, str, list[str | bytes], int, str]] = [
-    ("binary to twilio", "/socket/twilio", [*_twilio_first(), b"\x00" * 160], 1003, "binary frame"),
-    ("binary after connected", "/socket", [_twilio_first()[0], b"\x00" * 160], 1003, "binary"),
+BAD: list[tuple[str, str, str, list[str | bytes], int, str]] = [
+    (
+        "binary to twilio",
+        "twilio",
+        "/socket/twilio",
+        [*_twilio_first(), b"\x00" * 160],
+        1003,
+        "binary frame",
+    ),
+    (
+        "binary after connected",
+        "twilio",
+        "/socket",
+        [_twilio_first()[0], b"\x00" * 160],
+        1003,
+        "binary",
+    ),
     (
         "media before start",
+        "twilio",
         "/socket",
         [_twilio_first()[0], _with_media("twilio", "AAAA")[2]],
         1002,
         "media before start",
     ),
-    ("twilio wrong base64", "/socket", _with_media("twilio", "not base64!"), 1007, "invalid media"),
-    ("telnyx wrong base64", "/socket", _with_media("telnyx", "%%%"), 1007, "invalid media"),
-    ("plivo wrong base64", "/socket", _with_media("plivo", "A"), 1007, "invalid media"),
-    ("exotel wrong base64", "/socket", _with_media("exotel", 12), 1007, "invalid media"),
+    (
+        "twilio wrong base64",
+        "twilio",
+        "/socket",
+        _with_media("twilio", "not base64!"),
+        1007,
+        "invalid media",
+    ),
+    (
+        "telnyx wrong base64",
+        "telnyx",
+        "/socket",
+        _with_media("telnyx", "%%%"),
+        1007,
+        "invalid media",
+    ),
+    ("plivo wrong base64", "plivo", "/socket", _with_media("plivo", "A"), 1007, "invalid media"),
+    ("exotel wrong base64", "exotel", "/socket", _with_media("exotel", 12), 1007, "invalid media"),
     (
         "telnyx opus",
+        "telnyx",
         "/socket",
         [
             '{"event":"connected","version":"1.0.0"}',
@@ -185,6 +215,7 @@ BAD: list[tuple[str, str, list[str | bytes], int, str]] = [
     ),
     (
         "start matching no carrier",
+        "exotel",
         "/socket",
         ['{"event":"connected"}', '{"event":"start","start":{"id":"x"}}'],
         1007,
@@ -192,6 +223,7 @@ BAD: list[tuple[str, str, list[str | bytes], int, str]] = [
     ),
     (
         "plivo on a twilio path",
+        "plivo",
         "/socket/twilio",
         _with_media("plivo", "AAAA")[:1],
         1008,
@@ -199,6 +231,7 @@ BAD: list[tuple[str, str, list[str | bytes], int, str]] = [
     ),
     (
         "vonage on an exotel path",
+        "exotel",
         "/socket/exotel",
         ['{"event":"websocket:connected","content-type":"audio/l16;rate=8000"}'],
         1008,
@@ -206,6 +239,7 @@ BAD: list[tuple[str, str, list[str | bytes], int, str]] = [
     ),
     (
         "bad dtmf",
+        "twilio",
         "/socket",
         [*_twilio_first(), '{"event":"dtmf","dtmf":{"digit":"x"}}'],
         1007,
@@ -230,10 +264,11 @@ async def _close_of(url: str, messages: list[str | bytes]) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(
-    ("name", "path", "messages", "code", "reason"), BAD, ids=[case[0] for case in BAD]
+    ("name", "carrier", "path", "messages", "code", "reason"), BAD, ids=[case[0] for case in BAD]
 )
 async def test_bad_input_closes_only_that_call(
     name: str,
+    carrier: str,
     path: str,
     messages: list[str | bytes],
     code: int,

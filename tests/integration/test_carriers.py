@@ -79,7 +79,7 @@ async def test_echo_metadata_dtmf_and_recording(carrier: str, tmp_path: Path) ->
     assert np.array_equal(stereo[: len(caller), 0], caller)
 
 
-VARIANTS = [
+VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("telnyx", {"encoding": "L16", "rate": 16000, "reorder_every": 7}),
     ("telnyx", {"encoding": "PCMA", "reorder_every": 3}),
     ("plivo", {"encoding": "audio/x-l16", "rate": 16000}),

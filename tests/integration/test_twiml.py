@@ -57,7 +57,7 @@ async def test_twiml_answers_with_this_servers_twilio_socket_and_checks_twilios_
         assert stream is not None
         url = stream.get("url") or ""
         assert url == f"{PUBLIC}/socket/twilio"
-        params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+        params = {str(p.get("name")): str(p.get("value")) for p in stream.findall("Parameter")}
         assert params == {"from": "+441234", "to": "+449876"}
         # Twilio then opens that URL, signed; here it reaches the same server on loopback.
         local = f"ws://127.0.0.1:{server.port}{urlsplit(url).path}"

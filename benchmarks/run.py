@@ -1,9 +1,10 @@
 """The whole benchmark suite, in order; what ``scripts/bench`` runs.
 
 ``python -m benchmarks.run [--quick] [--only NAME ...]``: resampling, capacity, pacing,
-multi-core, profile, the load generator's floor, then the report (docs/benchmarks.md, its plot, the README headline).
-``--quick`` (short steps, coarse ladders, a 15 s drift call) finishes in under 4 minutes on a
-2-core machine; the full run takes about 25 minutes (10 of them the drift call).
+multi-core, profile, the load generator's floor, then the report (docs/benchmarks.md, its
+plot, the README headline). ``--quick`` (short steps, coarse ladders, a 15 s drift call)
+finishes in under 4 minutes on a 2-core machine; the full run (six servers on a 9-rung
+ladder of 20 s steps with bisection and retries, the 10-minute drift call) takes about 45.
 Benchmarks are never run as tests.
 """
 

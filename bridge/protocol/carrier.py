@@ -28,6 +28,9 @@ from bridge.protocol.vonage import DTMF_DIGITS, Cleared, Dtmf
 CarrierName = Literal["twilio", "telnyx", "plivo", "exotel"]
 CARRIER_NAMES: tuple[str, ...] = get_args(CarrierName)
 
+#: Stands for the base64 payload in a media message's template (JSON needs no escaping for it).
+_PAYLOAD = "@PAYLOAD@"
+
 #: Wire encodings, named as ``bridge.audio.codec`` names its codecs.
 ENCODINGS = ("PCMU", "PCMA", "L16LE", "L16BE")
 
@@ -186,6 +189,7 @@ class Dialect:
 
     def __init__(self) -> None:
         self.start: StreamStart | None = None
+        self._media_template: tuple[str, str] | None = None
 
     @classmethod
     def recognizes(cls, obj: Mapping[str, Any]) -> bool:
@@ -237,6 +241,19 @@ class Dialect:
     # --- bridge -> carrier --------------------------------------------------------------
 
     def media(self, payload: bytes) -> str:
+        """Bridge's audio (wire-encoded) as this carrier's media message.
+
+        Per frame, so the JSON around the payload is built once per stream and only the
+        base64 text goes in between (``json.dumps`` per frame cost more than the rest).
+        """
+        template = self._media_template
+        if template is None:
+            prefix, _, suffix = self.media_message(_PAYLOAD).partition(_PAYLOAD)
+            template = self._media_template = (prefix, suffix)
+        return template[0] + b64encode(payload) + template[1]
+
+    def media_message(self, payload_b64: str) -> str:
+        """The media message holding ``payload_b64``."""
         raise NotImplementedError
 
     def mark(self, name: str) -> str:

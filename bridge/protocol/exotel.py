@@ -112,12 +112,12 @@ class Exotel(Dialect):
             ),
         )
 
-    def media(self, payload: bytes) -> str:
+    def media_message(self, payload_b64: str) -> str:
         return dumps(
             {
                 "event": "media",
                 "stream_sid": self.stream_id,
-                "media": {"payload": b64encode(payload)},
+                "media": {"payload": payload_b64},
             }
         )
 

@@ -107,7 +107,7 @@ class Plivo(Dialect):
             return [Cleared()]
         return []
 
-    def media(self, payload: bytes) -> str:
+    def media_message(self, payload_b64: str) -> str:
         assert self.start is not None
         return dumps(
             {
@@ -116,7 +116,7 @@ class Plivo(Dialect):
                 "media": {
                     "contentType": _CONTENT_TYPES[self.start.encoding],
                     "sampleRate": self.start.sample_rate,
-                    "payload": b64encode(payload),
+                    "payload": payload_b64,
                 },
             }
         )

@@ -98,8 +98,8 @@ class Telnyx(Dialect):
             return [CarrierError(dumps(detail)[:200])]
         return super().parse_other(event, obj)
 
-    def media(self, payload: bytes) -> str:
-        return dumps({"event": "media", "media": {"payload": b64encode(payload)}})
+    def media_message(self, payload_b64: str) -> str:
+        return dumps({"event": "media", "media": {"payload": payload_b64}})
 
     def mark(self, name: str) -> str:
         return dumps({"event": "mark", "mark": {"name": name}})

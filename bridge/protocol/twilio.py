@@ -80,12 +80,12 @@ class Twilio(Dialect):
             ),
         )
 
-    def media(self, payload: bytes) -> str:
+    def media_message(self, payload_b64: str) -> str:
         return dumps(
             {
                 "event": "media",
                 "streamSid": self.stream_id,
-                "media": {"payload": b64encode(payload)},
+                "media": {"payload": payload_b64},
             }
         )
 

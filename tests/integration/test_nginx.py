@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import signal
 import ssl
 import subprocess
@@ -29,22 +28,11 @@ import pytest
 import trustme
 
 from bridge.simulator import CallOptions, CallReport, run_call
-from tests.helpers import ROOT, ServerProcess, start_server_process, wait_s
+from tests.helpers import ROOT, ServerProcess, require_command, start_server_process, wait_s
 from tests.integration._http import get
 
 CONF = ROOT / "deploy" / "nginx.conf"
 PORT_TRIES = 5
-
-
-def _nginx() -> str:
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is not installed; .ci/run installs it with apt-get")
-        pytest.skip("nginx is not installed (CI installs it)")
-    return found
 
 
 def _port_of(server: ServerProcess) -> int:
@@ -94,8 +82,7 @@ class Nginx:
                 self.proc.wait()
 
 
-def _start_nginx(tmp: Path, upstreams: list[int], cert: Path, key: Path) -> Nginx:
-    binary = _nginx()
+def _start_nginx(binary: str, tmp: Path, upstreams: list[int], cert: Path, key: Path) -> Nginx:
     extra = ["-g", "daemon off;" + (" user root;" if os.geteuid() == 0 else "")]
     for _ in range(PORT_TRIES):
         port = random.randrange(20000, 60000)
@@ -143,12 +130,13 @@ def stack(
 ) -> Iterator[tuple[Nginx, list[ServerProcess]]]:
     """Two bridge processes behind nginx; all three stopped however the test ends."""
     _, chain, key = tls
+    binary = require_command("nginx")  # before anything starts
     bridges: list[ServerProcess] = []
     nginx: Nginx | None = None
     try:
         for _ in range(2):
             bridges.append(start_server_process(["--drain-seconds", "10"]))
-        nginx = _start_nginx(tmp_path, [_port_of(b) for b in bridges], chain, key)
+        nginx = _start_nginx(binary, tmp_path, [_port_of(b) for b in bridges], chain, key)
         yield nginx, bridges
     finally:
         if nginx is not None:

@@ -11,20 +11,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Coroutine, Sequence
+from typing import Any, NoReturn
 
 from bridge import __version__
+from bridge.banner import print_banner
 from bridge.config import ServerConfig, add_config_arguments, config_from
 from bridge.errors import ConfigError
 from bridge.handlers import build_handler
 from bridge.logs import setup_logging
 from bridge.ncco_cli import add_subcommand as add_ncco_subcommand
-from bridge.server import serve
+from bridge.server import BridgeServer, serve
 from bridge.simulator import add_subcommands
+from bridge.startup import check_output_dirs
 from bridge.workers import run_supervisor
+
+#: The "listening" line keeps the logger it has always had (scripts wait for it).
+log = logging.getLogger("bridge.server")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -37,6 +43,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _run_serve(args: argparse.Namespace) -> int:
     config: ServerConfig = config_from(args)
+    check_output_dirs(config)
     setup_logging(config.log_level, config.log_format)
     if config.workers > 1:
         return run_supervisor(config)
@@ -50,22 +57,28 @@ async def _serve_until_signal(config: ServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     handler = build_handler(config)
+
+    def listening(server: BridgeServer) -> None:
+        url = f"{server.scheme}://{config.host}:{server.port}{config.path}"
+        log.info("listening", extra={"url": url})
+        print_banner(config, server.port)
+
     try:
-        await serve(config, handler, stop)
+        await serve(config, handler, stop, on_listening=listening)
     finally:
         handler.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop where it is installed (it is a runtime dependency on Linux)."""
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:  # pragma: no cover - only on platforms without uvloop
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
     else:
-        uvloop.run(coro)  # type: ignore[arg-type]
+        uvloop.run(coro)
 
 
 def build_parser() -> OneLineParser:

@@ -44,6 +44,7 @@ from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock, Scheduler
 from bridge.protocol.vonage import SUPPORTED_RATES, parse_connected, parse_event
+from bridge.startup import bind_error
 from bridge.webhooks import answer_ncco
 
 log = logging.getLogger("bridge.server")
@@ -135,13 +136,16 @@ class BridgeServer:
             for rate in SUPPORTED_RATES:
                 Resampler(rate, self.config.pipeline_rate)
                 Resampler(self.config.pipeline_rate, rate)
-        self._server = await self._loop.create_server(
-            lambda: CallConnection(self),
-            self.config.host,
-            self.config.port,
-            ssl=ssl_context,
-            reuse_port=reuse_port or None,
-        )
+        try:
+            self._server = await self._loop.create_server(
+                lambda: CallConnection(self),
+                self.config.host,
+                self.config.port,
+                ssl=ssl_context,
+                reuse_port=reuse_port or None,
+            )
+        except OSError as exc:  # port taken, privileged, address not here: one line, exit 2
+            raise bind_error(self.config.host, self.config.port, exc) from exc
         self._tick_due = self._loop.time() + self._sample_period_s
         self._tick = self._loop.call_at(self._tick_due, self._on_tick)
 

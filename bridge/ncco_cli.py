@@ -1,7 +1,7 @@
 """``bridge ncco``: print a validated NCCO that connects a call to one endpoint.
 
 It exists so that a person setting up a Vonage application can paste an answer that is known
-to be valid, and so that ``--websocket`` prints exactly what bridge's ``/answer`` webhook
+to be valid (``--explain`` adds, after the JSON, what Vonage will do with it in plain words), and so that ``--websocket`` prints exactly what bridge's ``/answer`` webhook
 returns (both go through :func:`bridge.endpoints.websocket_ncco`).
 
 Every invalid value becomes a :class:`~bridge.errors.ConfigError`, which ``bridge.cli.main``
@@ -26,6 +26,7 @@ from bridge.endpoints import (
     SipEndpoint,
     VbcEndpoint,
     ncco,
+    validate_ncco,
     websocket_ncco,
 )
 from bridge.errors import ConfigError
@@ -90,6 +91,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         choices=list(EVENT_METHODS),
         help="method for --event-url (websocket default GET; otherwise Vonage's, POST)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="after the NCCO, say in plain words what Vonage will do with it "
+        "(host, port, caller ID, rate, header size...)",
+    )
     parser.set_defaults(func=run_ncco)
 
 
@@ -100,6 +107,12 @@ def run_ncco(args: argparse.Namespace) -> int:
     except EndpointError as exc:
         raise ConfigError(str(exc)) from exc
     print(json.dumps(document, indent=2))
+    if args.explain:
+        print()
+        print("What Vonage will do:")
+        for connect in validate_ncco(document):
+            for line in connect.explain().lines():
+                print(f"  {line}")
     return 0
 
 

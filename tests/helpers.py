@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import trustme
 
 from bridge.call import Handler
 from bridge.config import ServerConfig
@@ -145,3 +146,14 @@ def start_server_process(args: Sequence[str] = ()) -> ServerProcess:
                 return server
     proc.wait()
     raise RuntimeError(f"bridge serve exited with {proc.returncode} before listening")
+
+
+def make_tls(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 and localhost: (CA file, chain, key)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, chain, key = folder / "ca.pem", folder / "chain.pem", folder / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_pem.write_to_path(str(key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    return ca_file, chain, key

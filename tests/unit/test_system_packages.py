@@ -16,9 +16,7 @@ USE = re.compile(r"""require_command\(["']([^"']+)["']\)""")
 
 def test_every_program_a_test_requires_is_listed_and_every_listed_one_is_used() -> None:
     used = {
-        name
-        for path in (ROOT / "tests").rglob("test_*.py")
-        for name in USE.findall(path.read_text())
+        name for path in (ROOT / "tests").rglob("*.py") for name in USE.findall(path.read_text())
     }
     listed = set(system_packages())
     assert used, "no test calls require_command: the pattern above is stale"

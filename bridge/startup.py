@@ -17,14 +17,14 @@ import os
 import socket
 from pathlib import Path
 
-from bridge.config import ServerConfig, env_name
+from bridge.config import CoreSettings, ModeSettings
 from bridge.errors import ConfigError
 
 #: A test file written and removed in each output folder at start-up.
 _PROBE = ".bridge-write-test"
 
 
-def output_dirs(config: ServerConfig) -> dict[str, str]:
+def output_dirs(config: ModeSettings) -> dict[str, str]:
     """The output folders this configuration writes to, by setting name.
 
     ``--transcripts`` counts only where something writes there (forward and transcribe modes,
@@ -38,10 +38,10 @@ def output_dirs(config: ServerConfig) -> dict[str, str]:
     return dirs
 
 
-def check_output_dirs(config: ServerConfig) -> None:
+def check_output_dirs(config: ModeSettings) -> None:
     """Create each output folder and write a file in it, or raise ``ConfigError`` saying why."""
     for name, raw in output_dirs(config).items():
-        setting = f"--{name.replace('_', '-')} ({env_name(name)}) {raw}"
+        setting = ModeSettings.option(name, raw)
         path = Path(raw)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -78,23 +78,24 @@ def display_address(host: str, port: int) -> str:
 def bind_error(host: str, port: int, exc: OSError) -> ConfigError:
     """The one line for a failed bind: the address, what went wrong, and the fix."""
     where = f"cannot listen on {display_address(host, port)}"
+    host_option, port_option = CoreSettings.option("host", host), CoreSettings.option("port")
     if isinstance(exc, socket.gaierror):
         return ConfigError(
-            f"{where}: --host {host!r} is not a known name or address; use an address of "
-            "this host, e.g. 127.0.0.1 or 0.0.0.0"
+            f"{where}: {host_option} is not a known name or address; use an address of this "
+            "host, e.g. 127.0.0.1 or 0.0.0.0"
         )
     if exc.errno == errno.EADDRINUSE:
         holder = port_holder(port)
         held = f" (held by {holder})" if holder else ""
         return ConfigError(
             f"{where}: the address is already in use{held}; stop that process or choose "
-            "another --port"
+            f"another {port_option}"
         )
     if exc.errno == errno.EACCES:
         return ConfigError(
             f"{where}: permission denied (ports below 1024 need root or "
-            "CAP_NET_BIND_SERVICE); use --port 1024 or above, behind a proxy for port "
-            f"{port}"
+            f"CAP_NET_BIND_SERVICE); use a {port_option} of 1024 or above, behind a proxy "
+            f"for port {port}"
         )
     if exc.errno == errno.EADDRNOTAVAIL:
         return ConfigError(

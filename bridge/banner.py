@@ -1,14 +1,15 @@
 """The "what now" banner ``bridge serve`` prints once it listens, for a person at a terminal.
 
 A new user who has just started the server wants the next step, not a log line: where the
-socket is, a command that tries it, and, with ``--public-url``, the two URLs the Vonage
+socket is, a command that tries it, the browser phone when it is served, and, with ``--public-url``, the two URLs the Vonage
 application needs. It is printed only when text logs go to a terminal; JSON logs (the default
 when stderr is not a terminal) stay one JSON object per line. :func:`banner_lines` builds the
 text from the settings alone, so it is testable without a terminal.
 
 Secrets are never shown: where a URL or command needs the token, it says ``YOUR_TOKEN``.
 
-Import rule: standard library, ``bridge.config`` and ``bridge.startup`` only.
+Import rule: standard library, ``bridge.config``, ``bridge.http`` (whether the browser phone
+is served) and ``bridge.startup`` only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from bridge.config import ServerConfig
+from bridge.http import PHONE_PATH, phone_page_enabled
 from bridge.startup import display_address
 
 #: Hosts that mean "every address"; a client connects to the loopback address instead.
@@ -63,6 +65,11 @@ def banner_lines(config: ServerConfig, port: int, program: str = "bridge") -> li
     else:
         lines.append(
             "  try it:      calls need Vonage's signed JWT; add --token to try bridge call"
+        )
+    if phone_page_enabled(config):
+        token = "?token=YOUR_TOKEN" if config.token else ""
+        lines.append(
+            f"  browser:     {http}://{local}{PHONE_PATH}{token} (press Call to talk to it)"
         )
     lines.append(f"  health:      {http}://{local}/health   metrics: {http}://{local}/metrics")
     if config.public_url is None:

@@ -11,27 +11,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from bridge import __version__
-from bridge.banner import print_banner
 from bridge.config import ServerConfig, add_config_arguments, config_from
 from bridge.errors import ConfigError
 from bridge.handlers import build_handler
 from bridge.logs import setup_logging
 from bridge.ncco_cli import add_subcommand as add_ncco_subcommand
 from bridge.runtime import run
-from bridge.server import BridgeServer, serve
+from bridge.server import serve
 from bridge.simulator import add_subcommands
 from bridge.startup import check_output_dirs
 from bridge.workers import run_supervisor
-
-#: The "listening" line keeps the logger it has always had (scripts wait for it).
-log = logging.getLogger("bridge.server")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -58,14 +53,8 @@ async def _serve_until_signal(config: ServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     handler = build_handler(config)
-
-    def listening(server: BridgeServer) -> None:
-        url = f"{server.scheme}://{config.host}:{server.port}{config.path}"
-        log.info("listening", extra={"url": url})
-        print_banner(config, server.port)
-
     try:
-        await serve(config, handler, stop, on_listening=listening)
+        await serve(config, handler, stop)
     finally:
         handler.close()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -62,7 +62,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "text", "json"]
 
 #: Paths served as plain HTTP by the server (bridge/http.py); the websocket path cannot be one.
-HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event")
+HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event", "/phone")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -292,6 +292,10 @@ class ProductionSettings(Settings):
         "wss://host[:port] Vonage reaches us at; enables GET /answer and /event",
         metavar="URL",
         check=url("ws", "wss"),
+    )
+    phone_page: bool | None = setting(
+        None,
+        "serve the browser phone at GET /phone; unset: served when --host is a loopback address",
     )
     answer_rate: Rate = setting(16000, "audio rate the /answer NCCO asks Vonage for", metavar="HZ")
     answer_headers: str = setting(

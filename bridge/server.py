@@ -36,11 +36,12 @@ from websockets.server import ServerProtocol
 
 from bridge.audio.resample import Resampler
 from bridge.auth import Authenticator, Credentials, check_exposure
+from bridge.banner import print_banner
 from bridge.call import DEVIATION_BUCKET_MS, Call, Handler
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
-from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
+from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, phone_url, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import Clock, MonotonicClock, Scheduler
 from bridge.protocol.vonage import parse_connected, parse_event
@@ -684,7 +685,8 @@ async def serve(
     if on_listening is not None:
         on_listening(server)
     else:
-        log.info("listening", extra={"url": url})
+        log.info("listening", extra={"url": url, **phone_url(config, server.port)})
+        print_banner(config, server.port)  # at a terminal only: what to do next
     await stop.wait()
     stop.clear()
     log.info(

@@ -38,6 +38,7 @@ from bridge.auth import check_exposure
 from bridge.banner import print_banner
 from bridge.config import ServerConfig, config_from, env_name
 from bridge.errors import ConfigError
+from bridge.http import phone_url
 from bridge.metrics import MULTIPROC_ENV
 from bridge.runtime import run
 from bridge.settings import to_environ
@@ -149,6 +150,7 @@ class Supervisor:
                     "workers": len(self.workers),
                     "pids": [w.proc.pid for w in self.workers if w.proc is not None],
                     "metrics_dir": self.metrics_dir,
+                    **phone_url(self.config, self.port),
                 },
             )
             print_banner(self.config, self.port)

@@ -19,6 +19,7 @@ def test_a_local_server_says_its_socket_and_how_to_try_it() -> None:
     text = "\n".join(lines)
     assert ".venv/bin/bridge call ws://127.0.0.1:8080/socket --seconds 5" in text
     assert "http://127.0.0.1:8080/health" in text
+    assert "browser:     http://127.0.0.1:8080/phone (press Call" in text  # loopback: served
     assert "--public-url" in text  # how to take real calls
     assert "answer URL" not in text
 
@@ -27,7 +28,9 @@ def test_all_addresses_are_tried_on_loopback_and_the_bound_port_is_shown() -> No
     config = ServerConfig(host="0.0.0.0", port=0, insecure=True, path="/calls")
     assert " call ws://127.0.0.1:40123/calls " in "\n".join(banner_lines(config, 40123))
     config6 = ServerConfig(host="::", port=0, insecure=True)
-    assert " call ws://[::1]:8080/socket " in "\n".join(banner_lines(config6, 8080))
+    text6 = "\n".join(banner_lines(config6, 8080))
+    assert " call ws://[::1]:8080/socket " in text6
+    assert "/phone" not in text6  # not served on a public address unless asked
 
 
 def test_public_url_gives_the_application_urls_and_never_the_token() -> None:
@@ -36,6 +39,7 @@ def test_public_url_gives_the_application_urls_and_never_the_token() -> None:
     assert "answer URL  https://bridge.example.com:8443/answer?token=YOUR_TOKEN" in text
     assert "event URL   https://bridge.example.com:8443/event?token=YOUR_TOKEN" in text
     assert "--http-header 'Authorization: Bearer YOUR_TOKEN'" in text
+    assert "http://127.0.0.1:8080/phone?token=YOUR_TOKEN" in text
     assert "s3cret" not in text
 
 

@@ -36,6 +36,7 @@ from websockets.server import ServerProtocol
 
 from bridge.audio.resample import Resampler
 from bridge.auth import Authenticator, Credentials, check_exposure
+from bridge.banner import print_banner
 from bridge.call import DEVIATION_BUCKET_MS, Call, Handler
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
@@ -45,6 +46,7 @@ from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import Clock, MonotonicClock, Scheduler
 from bridge.protocol.vonage import parse_connected, parse_event
 from bridge.runtime import freeze_startup_heap
+from bridge.startup import bind_error
 from bridge.units import FRAME_NS, MS, SUPPORTED_RATES
 from bridge.webhooks import answer_ncco
 
@@ -138,13 +140,16 @@ class BridgeServer:
             for rate in SUPPORTED_RATES:
                 Resampler(rate, self.config.pipeline_rate)
                 Resampler(self.config.pipeline_rate, rate)
-        self._server = await self._loop.create_server(
-            lambda: CallConnection(self),
-            self.config.host,
-            self.config.port,
-            ssl=ssl_context,
-            reuse_port=reuse_port or None,
-        )
+        try:
+            self._server = await self._loop.create_server(
+                lambda: CallConnection(self),
+                self.config.host,
+                self.config.port,
+                ssl=ssl_context,
+                reuse_port=reuse_port or None,
+            )
+        except OSError as exc:  # port taken, privileged, address not here: one line, exit 2
+            raise bind_error(self.config.host, self.config.port, exc) from exc
         self._tick_due = self._loop.time() + self._sample_period_s
         self._tick = self._loop.call_at(self._tick_due, self._on_tick)
 
@@ -681,6 +686,7 @@ async def serve(
         on_listening(server)
     else:
         log.info("listening", extra={"url": url, **phone_url(config, server.port)})
+        print_banner(config, server.port)  # at a terminal only: what to do next
     await stop.wait()
     stop.clear()
     log.info(

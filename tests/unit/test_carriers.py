@@ -384,3 +384,44 @@ def test_twiml_is_valid_and_escaped() -> None:
 def test_telnyx_recognizes_only_its_own_start() -> None:
     assert Telnyx.recognizes({"stream_id": "s", "start": {"call_control_id": "c"}})
     assert not Telnyx.recognizes({"start": {"call_control_id": "c"}})
+
+
+# --- the call's wire (Call + CarrierSession, fake clock) -----------------------------------
+
+
+async def test_a_mark_sends_exotels_partial_chunk_first_padded_and_the_schedule_counts_it() -> None:
+    from bridge.call import Call  # noqa: PLC0415
+    from bridge.pacing import FakeClock, Scheduler  # noqa: PLC0415
+
+    peer, session, sent = _started(PeerOptions("exotel", 8000))
+    clock = FakeClock(10**12)
+    scheduler = Scheduler(clock, 100)
+    call = Call(Connected(8000), session, scheduler, wire=session)  # type: ignore[arg-type]
+    for frame in _frames(8000, 13):  # a chunk of 10, then 3 waiting
+        call.play_now(frame)
+    clock.advance_ms(1000)
+    scheduler.service()
+    assert [len(peer.read(t).payload) for t in sent] == [3200]
+    assert session.pending_frames == 3
+    call.notify("half")
+    call.end()
+    kinds = [peer.read(t) for t in sent]
+    assert [c.kind for c in kinds] == ["media", "media", "mark"]
+    padded = kinds[1].payload
+    assert len(padded) == 3200 and padded[960:] == bytes(3200 - 960)  # 3 frames, then silence
+    # The padding was played by Exotel: the next frame's slot is after it.
+    assert call.stats.frames_out == 20
+
+
+async def test_end_of_a_prompt_flushes_exotels_last_chunk() -> None:
+    from bridge.call import Call  # noqa: PLC0415
+    from bridge.pacing import FakeClock, Scheduler  # noqa: PLC0415
+
+    peer, session, sent = _started(PeerOptions("exotel", 16000))
+    clock = FakeClock(10**12)
+    call = Call(Connected(16000), session, Scheduler(clock, 1000), wire=session)  # type: ignore[arg-type]
+    await call.play(np.concatenate([tone(300, 16000, 320 * 7)]))  # 7 frames: chunk of 5 + 2
+    await call.flush()
+    assert [len(peer.read(t).payload) for t in sent] == [3200, 3200]
+    assert call.stats.notifies_sent == 0  # the flush marker is no notify
+    call.end()

@@ -175,3 +175,27 @@ async def test_one_call_of_each_dialect_at_once_on_one_server() -> None:
     for report in reports:
         assert report.exact and report.frames_sent == 100, report
         assert report.close_code == 1000
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+async def test_the_handler_hangs_up_after_its_prompt_and_the_carrier_heard_all_of_it(
+    carrier: str,
+) -> None:
+    async def handler(call: Call) -> None:
+        await call.play(tone(700, call.rate, call.rate // 2 + 80))  # 504 ms: a partial frame
+        # Returning ends the call: bridge flushes, drains, then closes with 1000.
+
+    async with running_server(handler) as server:
+        report = await run_call(call(server, carrier, seconds=3.0, stamp=False))
+    assert report.close_code == 1000 and report.closed_by == "server", report
+    # 26 frames (the last zero-padded); Exotel's 10-frame chunks make it 30.
+    assert report.frames_received == (30 if carrier == "exotel" else 26)
+    assert report.bad_frames == 0 and report.unknown_commands == 0
+
+
+async def test_a_carrier_call_at_another_pipeline_rate() -> None:
+    async with running_server(pipeline_rate=16000) as server:
+        report = await run_call(call(server, "twilio", seconds=1.2, tone_hz=440, stamp=False))
+    # Resampled both ways: every frame comes back, changed (so not exact), none lost.
+    assert report.frames_received >= report.frames_sent - 2 and report.frames_lost <= 2
+    assert report.bad_frames == 0 and report.close_code == 1000

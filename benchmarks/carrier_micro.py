@@ -64,7 +64,7 @@ def _one_run(opts: PeerOptions | None, frames: int) -> float:
     else:
         peer = CarrierPeer(opts)
         session = CarrierSession(None, io.send_text, "")
-        connected = [i for m in peer.opening() for i in session.feed(m)][0]
+        connected = next(i for m in peer.opening() for i in session.feed(m))
         assert isinstance(connected, Connected)
         call = Call(connected, io, scheduler, wire=session)
         inputs = []
@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     base = results["vonage"]["us_per_frame"]
     for name, row in results.items():
         row["ratio_to_vonage"] = round(row["us_per_frame"] / base, 2)
-        print(f"{name:16s} {row['us_per_frame']:7.2f} us per echoed frame  x{row['ratio_to_vonage']}")
+        print(
+            f"{name:16s} {row['us_per_frame']:7.2f} us per echoed frame  x{row['ratio_to_vonage']}"
+        )
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"frames": args.frames, "results": results}, indent=2) + "\n")
 

@@ -54,17 +54,17 @@ async def test_echo_metadata_dtmf_and_recording(carrier: str, tmp_path: Path) ->
             call(
                 server,
                 carrier,
-                seconds=2.0,  # 100 frames: whole chunks for Exotel (10 frames at 8 kHz)
+                seconds=1.0,  # 50 frames: whole chunks for Exotel (10 frames at 8 kHz)
                 tone_hz=440,
                 dtmf="1#",
-                dtmf_at_s=0.5,
+                dtmf_at_s=0.3,
                 headers={"lang": "en-GB", "ticket": "T-9"},
                 record_sent=sent,
             )
         )
     # Echo: every frame came back as the very bytes the carrier sent (G.711 round trip).
     assert report.exact, report
-    assert report.frames_sent == 100 and report.bad_frames == 0
+    assert report.frames_sent == 50 and report.bad_frames == 0
     assert report.close_code == 1000
     meta = seen["metadata"]
     assert meta["carrier"] == carrier
@@ -145,17 +145,17 @@ async def test_forward_to_a_16khz_upstream_keeps_the_tone(carrier: str, tmp_path
         async with running_server(
             build_handler(config), mode="forward", upstream=config.upstream
         ) as server:
-            report = await run_call(call(server, carrier, seconds=2.0, tone_hz=440))
+            report = await run_call(call(server, carrier, seconds=1.2, tone_hz=440))
     finally:
         await upstream.close()
     assert report.completed
     (conn,) = read_connections(tmp_path / "up")
     audio = conn.audio.astype(np.float64)
-    assert len(audio) >= 16000 * 19 // 10  # 16 kHz: the call's 8 kHz resampled, all of it
-    steady = audio[3200:28800]
+    assert len(audio) >= 16000 * 11 // 10  # 16 kHz: the call's 8 kHz resampled, all of it
+    steady = audio[3200:16000]
     spectrum = np.abs(np.fft.rfft(steady * np.hanning(len(steady))))
     peak_hz = np.argmax(spectrum) * 16000 / len(steady)
-    assert abs(peak_hz - 440) < 3
+    assert abs(peak_hz - 440) < 4
     rms = np.sqrt(np.mean(steady**2))
     assert abs(rms - 8000 / np.sqrt(2)) < 8000 / np.sqrt(2) * 0.05  # G.711 + resampling
 
@@ -163,17 +163,17 @@ async def test_forward_to_a_16khz_upstream_keeps_the_tone(carrier: str, tmp_path
 async def test_one_call_of_each_dialect_at_once_on_one_server() -> None:
     async with running_server() as server:
         reports = await asyncio.gather(
-            run_call(CallOptions(url=url_of(server), rate=16000, seconds=2.0, tone_hz=440)),
+            run_call(CallOptions(url=url_of(server), rate=16000, seconds=1.0, tone_hz=440)),
             *(
-                run_call(call(server, carrier, seconds=2.0, tone_hz=440, dtmf="9"))
+                run_call(call(server, carrier, seconds=1.0, tone_hz=440, dtmf="9", dtmf_at_s=0.3))
                 for carrier in CARRIERS
             ),
             run_call(
-                call(server, "telnyx", seconds=2.0, encoding="L16", rate=16000, reorder_every=5)
+                call(server, "telnyx", seconds=1.0, encoding="L16", rate=16000, reorder_every=5)
             ),
         )
     for report in reports:
-        assert report.exact and report.frames_sent == 100, report
+        assert report.exact and report.frames_sent == 50, report
         assert report.close_code == 1000
 
 

@@ -176,6 +176,34 @@ def framing_micro(n: int = 20_000) -> dict[str, float]:
     return {"hand_us": round(asyncio.run(hand()), 2), "websockets_us": round(library(), 2)}
 
 
+def syscall_floor(n: int = 100_000) -> dict[str, float]:
+    """What one echoed frame costs the kernel with no websocket, no event loop and no
+    Python beyond the calls: a 648-byte ``send`` on loopback TCP and the ``recv`` of it, in
+    a hot loop on one connection (CPU time split into user and system, per pair)."""
+    import os  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    for sock in (client, server):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    frame = bytes(648)
+    begin = os.times()
+    for _ in range(n):
+        client.send(frame)
+        server.recv(4096)
+    end = os.times()
+    for sock in (client, server, listener):
+        sock.close()
+    return {
+        "user_us": round((end.user - begin.user) / n * 1e6, 2),
+        "system_us": round((end.system - begin.system) / n * 1e6, 2),
+    }
+
+
 def _py_spy() -> str | None:
     found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     return found
@@ -187,6 +215,7 @@ def run(quick: bool) -> dict[str, Any]:
     seconds = 1.5 + 1.0 + cpu_window + sample_window + 2.0
     data: dict[str, Any] = {"quick": quick, "machine": harness.machine(), "calls": calls}
     data["framing_micro"] = framing_micro()
+    data["syscall_floor"] = syscall_floor()
     probe = subprocess.run(
         harness.pinned(harness.SERVER_CPU, [harness.PYTHON, "-m", "benchmarks.gc_pause"]),
         capture_output=True,

@@ -25,6 +25,7 @@ from bridge.config import ServerConfig
 from bridge.handlers import echo
 from bridge.pacing import FakeClock
 from bridge.server import BridgeServer, CallConnection
+from bridge.units import content_type
 
 
 class _NullTransport:
@@ -68,7 +69,7 @@ async def _one_run(frames: int) -> float:
     conn.connection_made(transport)  # type: ignore[arg-type]
     client = ClientProtocol(parse_uri("ws://127.0.0.1/socket"))
     conn.data_received(client.connect().serialize())
-    first = {"event": "websocket:connected", "content-type": "audio/l16;rate=16000"}
+    first = {"event": "websocket:connected", "content-type": content_type(16000)}
     conn.data_received(_client_frame(Opcode.TEXT, json.dumps(first).encode()))
     for _ in range(3):
         await asyncio.sleep(0)  # the handler starts

@@ -286,14 +286,20 @@ def build() -> str:
         "### The load generator's own limit",
         "",
         f"`bridge load` costs about {_generator_cost(cap) if cap else 'n/a'} "
-        "(websockets' sans-I/O core for the handshake and control frames, data frames framed "
-        "by hand, one sender tick per process; over half of it is the kernel's loopback send "
-        "and receive, so no client on this machine gets far below 15 us). "
-        f"{_generator_limit(cap) if cap else ''} Held to one core it can drive about as many "
-        "calls as a Python server on the other core can hold; a step whose "
+        "(the connection layer's client side: websockets' sans-I/O core for the handshake "
+        "and control frames, data frames framed by hand, one sender tick per process). "
+        "Like a server, it pays one `send` and one `recv` per frame, which alone is "
+        + (
+            f"{(prof or {})['syscall_floor']['system_us']} us of kernel time here"
+            if (prof or {}).get("syscall_floor")
+            else "over 10 us here"
+        )
+        + ": 1500 calls (75 000 frames each way per second) would need under 13 us per "
+        "frame sent and received, below that floor, so no single-core client on this machine "
+        f"drives 1500 calls. {_generator_limit(cap) if cap else ''} A step whose "
         "`generator_not_overloaded` criterion failed measured the generator, not the server. "
         "On a machine with more cores, `bridge load --procs N` spreads the calls over N "
-        "processes and the ladder can go past it.",
+        "processes (one event loop and sender each) and the ladder can go past it.",
         "",
         "## Pacing",
         "",
@@ -363,6 +369,14 @@ def next_steps(prof: dict[str, Any] | None, cap: dict[str, Any] | None) -> str:
         + us.get("websockets: serialize", 0.0)
     )
     by = {r["server"]: r for r in (cap or {}).get("servers", [])}
+    floor = prof.get("syscall_floor") or {}
+    floor_text = (
+        f" A bare `send` of one frame and the `recv` of it on loopback TCP, in a hot loop with "
+        f"nothing else, cost {floor['system_us']} us of kernel time here "
+        f"(`benchmarks/cpu_profile.py`, `syscall_floor`)."
+        if floor.get("system_us") is not None
+        else ""
+    )
     bare = _us_per_frame(by.get("picows"))
     bare_text = (
         f" A bare picows echo, with no Python per frame beyond one callback, costs {bare} us "
@@ -379,6 +393,7 @@ def next_steps(prof: dict[str, Any] | None, cap: dict[str, Any] | None) -> str:
             f"{loop:.1f} us in the event loop (epoll, uvloop's read callback, timers), "
             f"{framing:.1f} us in websocket framing and {ours:.1f} us in bridge's own Python "
             "(connection layer, call pipeline with its arrival statistics, pacing, metrics)."
+            + floor_text
             + bare_text,
             "",
             "Why this design cannot go much lower: every frame costs two system calls and one "

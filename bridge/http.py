@@ -13,7 +13,9 @@ with 400, which is why the ``/answer`` NCCO sets ``eventMethod: GET``.
 | ``/answer`` | the NCCO (``--public-url`` set; same authentication as upgrades) |
 | ``/event`` | 204, the event logged (``--public-url`` set; same authentication) |
 
-Import rule: standard library and bridge modules; never websockets.
+Import rule: standard library, ``bridge.auth``, ``bridge.config``, ``bridge.endpoints``,
+``bridge.metrics``, ``bridge.webhooks``; never websockets (the server turns responses into
+bytes).
 """
 
 from __future__ import annotations

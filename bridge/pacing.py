@@ -1,7 +1,7 @@
 """Outbound pacing: one clock, one schedule per call, one timer for the whole process.
 
 Frame ``k`` of a call has the deadline ``start + k * 20 ms`` on a monotonic clock and may leave
-up to ``lead`` before it (protocol.md s.4: Vonage buffers and plays at real time, and advises
+up to ``lead`` before it (docs/protocol.md s.4: Vonage buffers and plays at real time, and advises
 sending slightly ahead). The grid never slides:
 
 * after a *stall* (frames were queued but the loop did not run) every overdue frame leaves at
@@ -10,10 +10,11 @@ sending slightly ahead). The grid never slides:
   audio takes the current slot, so a burst after silence cannot be dumped into Vonage's buffer.
 
 Everything here is synchronous and driven by ``now_ns`` values, so tests use :class:`FakeClock`
-and assert exact send times. The asyncio side only arms one timer (``Timer``) for the earliest
-wake-up across all calls: no task per call, no timer per frame.
+and assert exact send times. The asyncio side keeps one ``loop.call_at`` handle for the earliest
+wake-up across all calls (the ``arm`` callback of :class:`Scheduler`; the server's
+``_arm_timer``): no task per call, no timer per frame (docs/architecture.md s.5).
 
-Import rule: standard library and ``bridge.audio`` only (no asyncio).
+Import rule: standard library, ``bridge.audio`` and ``bridge.units`` only (no asyncio).
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from bridge.audio.playout import Marker, PlayoutBuffer
-
-FRAME_NS = 20_000_000
-MS = 1_000_000
+from bridge.units import FRAME_NS, MS
 
 
 class Clock(Protocol):
@@ -236,9 +235,13 @@ class Scheduler:
     def mark(self, stream: OutboundStream, payload: Any) -> None:
         self._schedule(stream, stream.mark(payload, self.clock.now_ns()))
 
-    def service(self, now_ns: int | None = None) -> int | None:
-        """Pump every stream that is due; returns the earliest future wake-up (or ``None``)."""
-        now = self.clock.now_ns() if now_ns is None else now_ns
+    def service(self, now_ns: int | None = None, early_ns: int = 0) -> int | None:
+        """Pump every stream that is due; returns the earliest future wake-up (or ``None``).
+
+        ``early_ns``: also serve what falls due within this much of now (sent that much
+        early), so one timer wake-up serves every call whose deadline is that close.
+        """
+        now = (self.clock.now_ns() if now_ns is None else now_ns) + early_ns
         self._armed_ns = None
         heap = self._heap
         while heap and heap[0][0] <= now:

@@ -1,26 +1,28 @@
-"""The websocket server: a lean asyncio protocol driving websockets' sans-I/O core.
+"""The call server, on bridge's connection layer (``bridge.transport``, docs/transport.md).
 
 Why not ``websockets.asyncio.server``: each call's outbound frames are written from the
-process-wide pacing timer, synchronously, in one pass over every due call; the sans-I/O
-``ServerProtocol`` lets us do exactly that with no task or queue per connection, and it keeps
-permessage-deflate off (lessons.md: it costs a lot on 20 ms PCM and buys nothing).
+process-wide pacing timer or straight from the read, synchronously; the connection layer lets
+us do exactly that with no task or queue per connection or per frame, and it keeps
+permessage-deflate off (docs/lessons.md s.7: it costs a lot on 20 ms PCM and buys nothing).
+:class:`CallLogic` holds every decision and runs on either backend (``--transport``):
+:class:`CallConnection` (websockets' sans-I/O core with our framer) or picows.
 
 This module alone maps failures to close codes (``CLOSE_CODES``) and logs them, once. It also
-decides, at the upgrade, who gets a websocket (README, "Security" and "Limits"): credentials
-(``bridge.auth``) else HTTP 401, draining else 503, ``--max-calls`` else 503 with Retry-After;
-other paths are plain HTTP (``bridge.http``). Calls past ``--idle-timeout-s`` or
+decides, at the upgrade, who gets a websocket (README, "Security model" and "Limits"):
+credentials (``bridge.auth``) else HTTP 401, draining else 503, ``--max-calls`` else 503 with
+Retry-After; other paths are plain HTTP (``bridge.http``). Calls past ``--idle-timeout-s`` or
 ``--max-call-s`` are closed with 1008; on SIGTERM the server drains (``BridgeServer.drain``).
 Metrics are sampled about once a second from the calls' own counters (``bridge.metrics``),
 never per frame.
 
-Import rule: the only module besides ``simulator`` that imports websockets.
+Import rule: anything in the package except ``cli``; websockets for its request and header
+types only (the connection layer does the rest; docs/architecture.md s.2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
 import ssl
 from collections.abc import Callable
@@ -38,12 +40,14 @@ from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
 from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
-from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock, Scheduler
-from bridge.protocol.vonage import SUPPORTED_RATES, parse_connected, parse_event
+from bridge.pacing import Clock, MonotonicClock, Scheduler
+from bridge.protocol.vonage import parse_connected, parse_event
+from bridge.runtime import freeze_startup_heap
 from bridge.transport.base import ServerSide
 from bridge.transport.connection import CLOSE_TIMEOUT_S
 from bridge.transport.lifecycle import Event, Outcome, Phase
 from bridge.transport.server import ServerConnection
+from bridge.units import FRAME_NS, MS, SUPPORTED_RATES
 from bridge.webhooks import answer_ncco
 
 log = logging.getLogger("bridge.server")
@@ -55,7 +59,8 @@ INTERNAL_ERROR = 1011
 #: Close code for a call ended by a limit (idle, duration): "policy violation".
 LIMIT_CLOSE = POLICY_VIOLATION
 
-#: One close code per peer fault; the README's table is generated from this mapping.
+#: One close code per peer fault. The README's "Bad input" table lists them, and
+#: tests/integration/test_bad_input.py checks each against a real server.
 CLOSE_CODES: dict[Fault, int] = {
     Fault.BINARY_BEFORE_METADATA: 1002,
     Fault.FIRST_MESSAGE_NOT_JSON: 1007,
@@ -70,6 +75,8 @@ CLOSE_CODES: dict[Fault, int] = {
 #: How often call counters are added to the metrics and idle calls are looked for.
 SAMPLE_PERIOD_S = 1.0
 LENIENT_MAX_EARLY_FRAMES = 50
+#: The pacing timer serves every call due within this of its wake-up, in one pass.
+TICK_EARLY_NS = 1 * MS
 
 
 def close_reason(fault: Fault, detail: str = "") -> str:
@@ -215,8 +222,9 @@ class BridgeServer:
         loop = self._loop
         if loop is None:
             return
-        if self._timer is not None and self._timer_ns is not None and self._timer_ns <= wake_ns:
-            return
+        timer_ns = self._timer_ns
+        if self._timer is not None and timer_ns is not None and timer_ns <= wake_ns + TICK_EARLY_NS:
+            return  # the armed wake-up serves this one too (see _on_timer)
         if self._timer is not None:
             self._timer.cancel()
         delay = max(0.0, (wake_ns - self.clock.now_ns()) / 1e9)
@@ -230,7 +238,10 @@ class BridgeServer:
         now = self.clock.now_ns()
         if due is not None:
             self.metrics.pacing.observe(max(0, now - due) / 1e9)
-        self.scheduler.service(now)
+        # One pass serves every call due within TICK_EARLY_NS: calls' deadlines are spread
+        # over the 20 ms grid, and a wake-up per call would cost more than it buys (uvloop's
+        # timers have 1 ms resolution anyway; a frame 1 ms early is well inside the lead).
+        self.scheduler.service(now, early_ns=TICK_EARLY_NS)
 
     # Once a second: metrics from the calls' counters, idle calls, event-loop lag.
     def _on_tick(self) -> None:
@@ -273,7 +284,8 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(config.tls_cert, config.tls_key)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"--tls-cert/--tls-key: cannot load: {exc}") from exc
+        pair = config.options_together("tls_cert", "tls_key")
+        raise ConfigError(f"{pair}: cannot load: {exc}") from exc
     return context
 
 
@@ -612,12 +624,8 @@ async def serve(
     """
     server = BridgeServer(config, handler)
     await server.start(reuse_port=reuse_port)
-    # Everything built so far (modules, filters, config) lives for the whole process: move it
-    # out of the collector's reach, so a full collection walks only per-call objects. Without
-    # this one collection stalled every call for 8-20 ms at a few hundred calls
-    # (docs/benchmarks.md).
-    gc.collect()
-    gc.freeze()
+    # Everything built so far (modules, filters, config) lives for the whole process.
+    freeze_startup_heap()
     url = f"{server.scheme}://{config.host}:{server.port}{config.path}"
     if on_listening is not None:
         on_listening(server)

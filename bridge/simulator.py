@@ -1,6 +1,6 @@
 """Vonage's side of a call, played faithfully over a real websocket; and a load generator.
 
-One call (protocol.md s.1-5): connect, send ``websocket:connected``, then exact 20 ms binary
+One call (docs/protocol.md s.1-5): connect, send ``websocket:connected``, then exact 20 ms binary
 frames on a drift-free schedule (frame ``k`` leaves at ``start + k * 20 ms`` on a monotonic
 clock; a late sender sends every overdue frame at once instead of sliding the grid, so a stall
 shows up as lateness, never as drift), DTMF events interleaved, and a normal close (1000) after
@@ -20,11 +20,11 @@ long the call runs: histograms (``bridge.stats``) instead of sample lists, a fix
 recent send times, recordings streamed to disk.
 
 As a load generator it must stay cheaper than the servers it measures, so the per-frame path
-has no task, future, queue or sleep: websockets' sans-I/O ``ClientProtocol`` is driven from an
-asyncio ``Protocol`` (as ``bridge.server`` drives ``ServerProtocol``) for the handshake and
-control frames, data frames are framed by hand (:class:`_Connection`), received messages are
-handled synchronously in ``data_received``, and one sender per process (:class:`_Ticker`, one
-timer and a heap) sends every call's due frames. Per-call state the garbage collector would
+has no task, future, queue or sleep: each call is a client of bridge's connection layer
+(``bridge.transport.client``: websockets' sans-I/O ``ClientProtocol`` for the handshake and
+control frames, data frames framed by hand), received messages are handled synchronously in
+the read, and one sender per process (:class:`_Ticker`, one timer and a heap) sends every
+call's due frames. Per-call state the garbage collector would
 walk is kept in typed arrays, and a load process freezes its imports out of the collector's
 way: a full collection used to stall every sender for 10-20 ms. ``run_load(..., procs=N)``
 spreads calls over N processes, each with its own uvloop loop, and merges their histograms.
@@ -32,14 +32,16 @@ The generator reports its own health: when its send lateness p99 exceeds 2 ms it
 its figures are not to be trusted. About 30 us of CPU per frame sent and echoed, over half of
 it the kernel's socket calls.
 
-Import rule: this module and ``server`` are the only ones that import ``websockets``.
+Import rule: ``bridge.audio``, ``bridge.errors``, ``bridge.pacing``, ``bridge.protocol``,
+``bridge.runtime``, ``bridge.settings``, ``bridge.stats``, ``bridge.transport``,
+``bridge.units``; it uses websockets' URI parser and exceptions, the connection layer does the
+rest (docs/architecture.md s.2).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import heapq
 import json
 import math
@@ -47,12 +49,12 @@ import multiprocessing
 import sys
 import time
 from array import array
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from websockets.exceptions import WebSocketException
@@ -61,34 +63,29 @@ from websockets.uri import WebSocketURI, parse_uri
 from bridge.audio.pcm import Samples, to_bytes, to_samples, tone
 from bridge.audio.resample import resample_whole
 from bridge.audio.wav import WavWriter, read_wav
-from bridge.config import parse_key_values
 from bridge.errors import BridgeError, ConfigError
-from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock
+from bridge.pacing import Clock, MonotonicClock
 from bridge.protocol.vonage import (
     DTMF_DIGITS,
-    SUPPORTED_RATES,
+    PLAYBACK_BUFFER_FRAMES,
     build_cleared_event,
     build_connected,
     build_dtmf_event,
     build_notify_event,
-    frame_bytes,
-    frame_samples,
     parse_command,
 )
+from bridge.runtime import freeze_startup_heap, run
+from bridge.settings import parse_pairs
 from bridge.stats import Histogram
 from bridge.transport.client import ClientConnection, Receiver, ssl_context
+from bridge.units import FRAME_NS, MS, SUPPORTED_RATES, frame_bytes, frame_samples
+from bridge.units import SECOND as S
 
-T = TypeVar("T")
-
-
-S = 1_000_000_000
 DTMF_SPACING_NS = 300 * MS
 #: Close code for a wrong-sized binary frame. Real Vonage drops the socket (the far end sees
-#: 1006, protocol.md s.4); a clean 1002 "protocol error" with Vonage's message is easier to
+#: 1006, docs/protocol.md s.4); a clean 1002 "protocol error" with Vonage's message is easier to
 #: diagnose and to assert on, and still ends the call at once.
 BAD_FRAME_CLOSE_CODE = 1002
-#: Vonage's playback buffer in current docs: 3072 frames, about 60 s (protocol.md s.4).
-PLAYBACK_BUFFER_FRAMES = 3072
 #: Sender lateness p99 (or event loop lag p99) above this means the client could not keep its
 #: own schedule, or read what came back in time, so its latencies include its own queueing.
 OVERLOAD_LATENESS_MS = 2.0
@@ -419,7 +416,7 @@ class _Histograms:
     pacing: Histogram = field(default_factory=lambda: Histogram(sub_bits=12))
 
 
-# --- the client: websockets' sans-I/O core under an asyncio Protocol --------------------
+# --- the client: bridge's connection layer ------------------------------------------------
 
 
 def _one_line(exc: BaseException) -> str:
@@ -433,7 +430,8 @@ class _Connection(ClientConnection):
     No task, queue or future per message: each read is handled at once and its messages go
     synchronously to the call, stamped with one clock reading taken when the read arrived;
     sends are synchronous writes. The simulator waits longer for a closing handshake than
-    bridge does (``CLOSE_TIMEOUT_S``), as a phone network would.
+    bridge does (``CLOSE_TIMEOUT_S``), as a phone network would. permessage-deflate is never
+    offered (docs/lessons.md s.7) and no User-Agent is sent (docs/protocol.md s.1).
     """
 
     close_timeout_s = CLOSE_TIMEOUT_S
@@ -680,7 +678,7 @@ class _Call:
 
     def on_binary(self, data: bytes, now: int) -> None:
         if len(data) != self.frame_bytes:
-            # protocol.md s.4: Vonage stops listening and drops the call.
+            # docs/protocol.md s.4: Vonage stops listening and drops the call.
             self.bad_frames += 1
             if self.conn is not None and self.conn.is_open:
                 reason = f"unexpected frame size {len(data)}, when required {self.frame_bytes}"
@@ -785,7 +783,7 @@ class _Call:
         try:
             command = parse_command(text)
         except ValueError:
-            self.unknown_commands += 1  # protocol.md s.5: send nothing else as text
+            self.unknown_commands += 1  # docs/protocol.md s.5: send nothing else as text
             return
         conn = self.conn
         if conn is None:
@@ -795,7 +793,7 @@ class _Call:
             if self.play_end_ns > now:
                 self.frames_cleared += -(-(self.play_end_ns - now) // FRAME_NS)
             self.play_end_ns = now
-            # protocol.md s.5: after a clear, a pending notify may never come.
+            # docs/protocol.md s.5: after a clear, a pending notify may never come.
             self.notifies_dropped += len(self.notify_timers)
             self._cancel_notifies()
             conn.send_text(build_cleared_event())
@@ -1186,27 +1184,15 @@ async def _run_part(
     return part
 
 
-def _settle_gc() -> None:
-    """For a process that only generates load: collect once, then freeze what is left.
-
-    Everything imported so far (numpy, websockets, asyncio: tens of thousands of objects)
-    moves out of the collector's way; a full collection otherwise walks all of it and stalls
-    every call's sender for 10-20 ms, which shows up as late frames that are the generator's
-    own. Not done by ``run_load`` itself: a library call must not freeze its caller's heap.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def _load_worker(
     pipe: Connection, opts: CallOptions, calls: int, indices: range, ramp_ns: int
 ) -> None:
     """One load process: say ready, wait for the common start time, run, send the part."""
     try:
-        _settle_gc()
+        freeze_startup_heap()
         pipe.send(("ready", None))
         begin_ns = pipe.recv()
-        part = _run(_run_part(opts, calls, indices, begin_ns, ramp_ns))
+        part = run(_run_part(opts, calls, indices, begin_ns, ramp_ns))
         pipe.send(("done", part))
     except Exception as exc:
         pipe.send(("error", _one_line(exc)))
@@ -1396,16 +1382,6 @@ def format_load_report(r: LoadReport) -> str:
 # --- CLI -------------------------------------------------------------------------------
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed: the client's own overhead skews its latencies."""
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
 def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = CallOptions("ws://x")
     parser.add_argument("url", help="websocket URL of the bridge, e.g. ws://127.0.0.1:8080/socket")
@@ -1472,23 +1448,13 @@ def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _parse_http_headers(items: list[str]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
-            raise ConfigError(f"--http-header needs 'NAME: VALUE', got {item.split(':')[0]!r}")
-        headers[name.strip()] = value.strip()
-    return headers
-
-
 def options_from_args(args: argparse.Namespace) -> CallOptions:
     """Build :class:`CallOptions` from parsed arguments; bad values raise ``ConfigError``."""
     return CallOptions(
         url=args.url,
         rate=args.rate,
         seconds=args.seconds,
-        headers=parse_key_values(args.header, "--header"),
+        headers=parse_pairs(args.header, "--header"),
         wav=args.wav,
         tone_hz=args.tone,
         dtmf=args.dtmf,
@@ -1499,14 +1465,14 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
         record_sent=args.record_sent,
         connect_timeout_s=args.connect_timeout,
         measure_pacing=args.measure_pacing,
-        extra_headers=_parse_http_headers(args.http_header),
+        extra_headers=parse_pairs(args.http_header, "--http-header", separator=":"),
         ca_file=args.ca_file,
         insecure=args.insecure,
     )
 
 
 def _cli_call(args: argparse.Namespace) -> int:
-    report = _run(run_call(options_from_args(args)))
+    report = run(run_call(options_from_args(args)))
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_call_report(report))
     return 0 if report.completed else 1
 
@@ -1517,9 +1483,9 @@ def _cli_load(args: argparse.Namespace) -> int:
         raise ConfigError(f"--calls must be >= 1, got {args.calls}")
     if args.procs < 1:
         raise ConfigError(f"--procs must be >= 1, got {args.procs}")
-    _settle_gc()
+    freeze_startup_heap()
     try:
-        report = _run(run_load(opts, args.calls, args.ramp, procs=args.procs))
+        report = run(run_load(opts, args.calls, args.ramp, procs=args.procs))
     except LoadProcessError as exc:
         sys.stderr.write(f"bridge: load failed: {exc}\n")
         return 1

@@ -34,8 +34,8 @@ after which the link waits (up to ``end_timeout_s``) for the service's last resu
 
 Nothing here blocks the event loop or waits on another call.
 
-Import rule: asyncio, websockets, ``bridge.transport``, the standard library; nothing else
-from bridge except ``bridge.__version__``.
+Import rule: asyncio, websockets' exceptions, ``bridge.transport``, the standard library;
+nothing else from bridge except ``bridge.__version__`` and ``bridge.units``.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ from websockets.exceptions import WebSocketException
 
 from bridge import __version__
 from bridge.transport.client import ClientConnection, connect
+from bridge.units import FRAME_MS
 
 log = logging.getLogger("bridge.upstream")
 
-FRAME_MS = 20
 BACKOFF_MAX_MS = 5000
 #: A ping at least every this many frames while audio flows (fewer if the window is smaller).
 PING_EVERY_FRAMES = 5

@@ -3,9 +3,9 @@
 Overflow policy: the queue never grows past ``max_ms``. ``Call.play`` waits for room
 (backpressure, nothing lost); a non-waiting push that finds the queue full drops the
 *oldest* queued audio and counts it, because for live audio the newest is what matters and a
-bounded queue is a bounded added latency (lessons.md: backlogs that never drain).
+bounded queue is a bounded added latency (docs/lessons.md s.3: backlogs that never drain).
 
-Import rule: standard library only.
+Import rule: standard library and ``bridge.units`` only.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.units import FRAME_MS
+
 
 @dataclass(frozen=True, slots=True)
 class Marker:
-    """A ``notify`` placed after the audio queued before it (protocol.md s.5)."""
+    """A ``notify`` placed after the audio queued before it (docs/protocol.md s.5)."""
 
     payload: Any
 
@@ -28,7 +30,7 @@ Item = bytes | Marker
 class PlayoutBuffer:
     __slots__ = ("_items", "_n_frames", "dropped_frames", "max_frames", "peak_frames")
 
-    def __init__(self, max_ms: int, frame_ms: int = 20) -> None:
+    def __init__(self, max_ms: int, frame_ms: int = FRAME_MS) -> None:
         if max_ms < frame_ms:
             raise ValueError(f"playout buffer must hold at least one frame ({frame_ms} ms)")
         self.max_frames = max_ms // frame_ms

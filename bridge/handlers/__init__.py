@@ -1,15 +1,17 @@
 """What a call does. Each built-in mode is a handler written with the public API.
 
 A handler is ``async def handler(call: Call) -> None``; see ``bridge.call.Call``.
-:func:`build_handler` turns the server's config into the handler every call runs:
+:func:`build_handler` turns the mode settings (``bridge.config.ModeSettings``) into the
+handler every call runs:
 
 * the mode (``HANDLERS``): ``echo``, ``forward`` (``--upstream``), ``transcribe``
   (``--transcripts``), ``play`` (``--play`` or ``--tone``, ``--barge-in``);
-* wrapped by ``record`` when ``--record-dir`` is given, whatever the mode.
+* wrapped by ``transcribed`` when ``--transcribe`` is given in another mode, and by
+  ``recorded`` when ``--record-dir`` is given, whatever the mode.
 
 Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.config``, ``bridge.protocol``,
-``bridge.transcribe``; never websockets (``forward`` reaches its upstream through
-``bridge.upstream``, the one client handlers may use).
+``bridge.transcribe`` and the modes (``bridge.handlers``); never websockets (``forward``
+reaches its upstream through ``bridge.upstream``, the one client handlers may use).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge.call import Call, Handler
-from bridge.config import ServerConfig
+from bridge.config import Mode, ModeSettings
 from bridge.handlers.echo import echo
 from bridge.handlers.forward import ForwardSettings, forward
 from bridge.handlers.play import PlaySettings, load_prompt, play
@@ -45,12 +47,12 @@ class BuiltHandler:
             close()
 
 
-def _echo(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
+def _echo(config: ModeSettings, closers: list[Callable[[], None]]) -> Handler:
     return echo
 
 
-def _forward(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
-    assert config.upstream is not None  # ServerConfig checks it for --mode forward
+def _forward(config: ModeSettings, closers: list[Callable[[], None]]) -> Handler:
+    assert config.upstream is not None  # ModeSettings checks it for --mode forward
     options = UpstreamOptions(
         url=config.upstream,
         buffer_ms=config.upstream_buffer_ms,
@@ -69,18 +71,20 @@ def _forward(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler
     )
 
 
-def _transcribe(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
-    assert config.transcripts is not None  # ServerConfig checks it for --mode transcribe
-    check_available()
+def _transcribe(config: ModeSettings, closers: list[Callable[[], None]]) -> Handler:
+    assert config.transcripts is not None  # ModeSettings checks it for --mode transcribe
+    check_available(config.option("mode", "transcribe"))
     pool = AsrPool()
     closers.append(pool.close)
     return transcribe(pool, Path(config.transcripts))
 
 
-def _play(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
+def _play(config: ModeSettings, closers: list[Callable[[], None]]) -> Handler:
     if config.play is not None:
         settings = PlaySettings(
-            prompt=load_prompt(config.play), name=Path(config.play).name, barge_in=config.barge_in
+            prompt=load_prompt(config.play, config.option("play")),
+            name=Path(config.play).name,
+            barge_in=config.barge_in,
         )
     else:
         settings = PlaySettings(tone_hz=config.tone, barge_in=config.barge_in)
@@ -88,7 +92,7 @@ def _play(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
 
 
 #: Each mode's builder: settings from the config in, the handler out.
-HANDLERS: dict[str, Callable[[ServerConfig, list[Callable[[], None]]], Handler]] = {
+HANDLERS: dict[Mode, Callable[[ModeSettings, list[Callable[[], None]]], Handler]] = {
     "echo": _echo,
     "forward": _forward,
     "transcribe": _transcribe,
@@ -96,7 +100,7 @@ HANDLERS: dict[str, Callable[[ServerConfig, list[Callable[[], None]]], Handler]]
 }
 
 
-def build_handler(config: ServerConfig) -> BuiltHandler:
+def build_handler(config: ModeSettings) -> BuiltHandler:
     """The handler for ``config.mode`` with its settings bound, recorded if asked.
 
     Raises ``ConfigError`` for what only shows when building (an unreadable ``--play``
@@ -105,8 +109,8 @@ def build_handler(config: ServerConfig) -> BuiltHandler:
     closers: list[Callable[[], None]] = []
     handler = HANDLERS[config.mode](config, closers)
     if config.transcribe and config.mode != "transcribe":
-        assert config.transcripts is not None  # ServerConfig checks it for --transcribe
-        check_available()
+        assert config.transcripts is not None  # ModeSettings checks it for --transcribe
+        check_available(config.option("transcribe"))
         pool = AsrPool()
         closers.append(pool.close)
         handler = transcribed(handler, pool, Path(config.transcripts))

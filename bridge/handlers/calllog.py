@@ -4,7 +4,7 @@ A call id comes from the query string or the first message, which the NCCO's aut
 but bridge does not: it is reduced to ``[A-Za-z0-9._-]`` before it names a file, and a name
 already taken gets a ``-2``, ``-3``... suffix (two calls with one id never share a file).
 
-Import rule: standard library and ``bridge.call`` only.
+Import rule: standard library, ``bridge.call`` and ``bridge.units`` only.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.call import Call
+from bridge.units import SECOND
 
 log = logging.getLogger("bridge.calllog")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 MAX_NAME = 64
-NS_PER_S = 1_000_000_000
 
 
 def safe_name(call_id: str) -> str:
@@ -65,7 +65,7 @@ class CallLog:
             "call_id": call.id,
             "type": kind,
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "t": round((call.clock.now_ns() - call.start_ns) / NS_PER_S, 3),
+            "t": round((call.clock.now_ns() - call.start_ns) / SECOND, 3),
             **fields,
         }
         self._file.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")

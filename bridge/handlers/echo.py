@@ -5,6 +5,8 @@ each frame goes straight from the socket's read into the outbound schedule, with
 waking per frame; at the call's own rate it stays the bytes object that arrived. With
 ``--pipeline-rate`` the frames pass through both resampling stages, which makes echo the
 simplest end-to-end check of the whole pipeline.
+
+Import rule: ``bridge.call`` only: the public handler API is enough.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ end the file is padded with silence to the call's full length.
 Memory stays flat: at most ``FORCE_ROWS`` frames per side are held; ``WavWriter`` rewrites
 the header every second, so a crash mid-call leaves a playable file up to the last second.
 
-Import rule: ``bridge.call``, ``bridge.audio``, standard library.
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.units``, ``bridge.handlers.calllog``,
+standard library.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ from bridge.audio.pcm import PCM_DTYPE
 from bridge.audio.wav import WavWriter
 from bridge.call import Call, Handler
 from bridge.handlers.calllog import reserve_path
-from bridge.pacing import FRAME_NS
-from bridge.protocol.vonage import frame_bytes
+from bridge.units import FRAME_NS, frame_bytes
 
 log = logging.getLogger("bridge.record")
 

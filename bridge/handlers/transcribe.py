@@ -9,7 +9,8 @@ becomes one JSON line (``type: "utterance"``, ``start_s``/``end_s`` in the call'
 If the recognisers fall more than ``MAX_BEHIND_S`` behind, further audio is not decoded
 (counted, and replaced by silence of the same length so that later times stay right).
 
-Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.transcribe``, standard library.
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.transcribe``,
+``bridge.handlers.calllog``, standard library.
 """
 
 from __future__ import annotations

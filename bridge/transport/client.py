@@ -4,8 +4,8 @@ Used by the simulator and load generator (a caller, as Vonage) and by forward mo
 link (bridge as a client of a speech or bot service). The upgrade request carries what such
 services authenticate with: extra headers (``Authorization: Token <key>``, ``xi-api-key``)
 and subprotocols (``Sec-WebSocket-Protocol: token, <key>``); the negotiated subprotocol is
-``proto.subprotocol`` once open. No User-Agent is sent unless asked for (protocol.md s.1:
-Vonage sends none), and compression is never offered (lessons.md).
+``proto.subprotocol`` once open. No User-Agent is sent unless asked for (docs/protocol.md s.1:
+Vonage sends none), and compression is never offered (docs/lessons.md s.7).
 
 Import rule: asyncio, ssl, websockets, ``bridge.transport``, ``bridge.pacing``.
 """

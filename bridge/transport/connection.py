@@ -22,7 +22,7 @@ forward mode's upstream link, the test upstreams):
 * the lifecycle is a :class:`~bridge.transport.lifecycle.Lifecycle` (table-driven phases and
   an :class:`~bridge.transport.lifecycle.Outcome`), never a set of flags.
 
-permessage-deflate is never negotiated (lessons.md), so data frames carry no RSV bits.
+permessage-deflate is never negotiated (docs/lessons.md s.7), so data frames carry no RSV bits.
 
 Import rule: asyncio, websockets, ``bridge.pacing`` (the clock), ``bridge.transport``.
 """

@@ -368,6 +368,16 @@ class Call:
         return self._heard.heard_samples(self._clock.now_ns())
 
     @property
+    def outbound_samples(self) -> int:
+        """Where audio played now would start on the caller's timeline, in samples at the
+        call's rate: everything sent (less what a ``clear`` discarded) plus everything still
+        queued in bridge. Compare with :attr:`heard_samples` (a voice agent's barge-in tells
+        its service how much of an answer was heard)."""
+        heard = self._heard
+        queued = self._stream.buffer.frames * heard.frame_samples + self._out_framer.pending_samples
+        return heard.sent_samples - heard.discarded_samples + queued
+
+    @property
     def sent_ms(self) -> int:
         """Outbound audio sent to Vonage so far (heard, buffered there, or cleared)."""
         return self._heard.ms(self._heard.sent_samples)

@@ -20,6 +20,7 @@ from bridge import __version__
 from bridge.config import ServerConfig, add_config_arguments, config_from
 from bridge.errors import ConfigError
 from bridge.handlers import build_handler
+from bridge.handlers.speech import resolve_service
 from bridge.logs import setup_logging
 from bridge.ncco_cli import add_subcommand as add_ncco_subcommand
 from bridge.runtime import run
@@ -39,6 +40,8 @@ class OneLineParser(argparse.ArgumentParser):
 def _run_serve(args: argparse.Namespace) -> int:
     config = config_from(args)
     setup_logging(config.log_level, config.log_format)
+    if config.upstream_dialect != "raw":
+        resolve_service(config)  # a missing key stops us here, before any worker starts
     if config.workers > 1:
         return run_supervisor(config)
     run(_serve_until_signal(config))

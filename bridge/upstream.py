@@ -78,10 +78,11 @@ class UpstreamOptions:
     timeout_s: float = 5.0
     #: How long, after the call ended, the link may take to deliver what is still buffered.
     drain_s: float = 2.0
-    #: Extra headers on the upgrade request (e.g. ``("Authorization", "Token KEY")``).
-    headers: tuple[tuple[str, str], ...] = ()
+    #: Extra headers on the upgrade request (e.g. ``("Authorization", "Token KEY")``); kept
+    #: out of ``repr``: they carry credentials.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     #: Subprotocols offered on the upgrade (``Sec-WebSocket-Protocol``), in order.
-    subprotocols: tuple[str, ...] = ()
+    subprotocols: tuple[str, ...] = field(default=(), repr=False)
     #: Length of each audio message (a service may want other than 20 ms, e.g. 50 ms).
     chunk_ms: int = FRAME_MS
     #: After a wire's ``closing`` message: how long the service may take to send its last
@@ -185,12 +186,14 @@ class UpstreamLink:
         call_id: str = "",
         wire: Wire | None = None,
         on_close: Callable[[int | None, str], None] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.options = options
         self.stats = UpstreamStats(chunk_ms=options.chunk_ms)
         self._on_message = on_message
         self._on_give_up = on_give_up
         self._on_close = on_close
+        self._redact = redact
         self._hello = hello
         self._wire = wire
         self._encode = None if wire is None else wire.encode
@@ -373,7 +376,7 @@ class UpstreamLink:
                 )
             except (OSError, TimeoutError, WebSocketException) as exc:
                 self.stats.failed_attempts += 1
-                self.stats.last_error = _one_line(exc)
+                self.stats.last_error = self._scrub(_one_line(exc))
                 failures += 1
                 log.warning(
                     "upstream connection failed",
@@ -437,9 +440,9 @@ class UpstreamLink:
                 "upstream reconnected",
                 extra={
                     "call_id": self._call_id,
-                    "replay_ms": resent * FRAME_MS,
-                    "backlog_ms": backlog * FRAME_MS,
-                    "lost_ms": self._lost_run * FRAME_MS,
+                    "replay_ms": resent * self.options.chunk_ms,
+                    "backlog_ms": backlog * self.options.chunk_ms,
+                    "lost_ms": self._lost_run * self.options.chunk_ms,
                 },
             )
         self._lost_run = 0
@@ -475,7 +478,7 @@ class UpstreamLink:
             )
         except ConnectionError as exc:
             self.stats.disconnects += 1
-            self.stats.last_error = _one_line(exc)
+            self.stats.last_error = self._scrub(_one_line(exc))
             log.warning(
                 "upstream connection lost",
                 extra={"call_id": self._call_id, "error": self.stats.last_error},
@@ -487,6 +490,10 @@ class UpstreamLink:
                 conn.abort()
             self._report_close(conn)
         return True
+
+    def _scrub(self, text: str) -> str:
+        """An error for the log, with every secret the handler knows of taken out."""
+        return text if self._redact is None else self._redact(text)
 
     def _report_close(self, conn: ClientConnection) -> None:
         if self._on_close is None:
@@ -588,7 +595,7 @@ class UpstreamLink:
         (then checks whether progress moved it) or when something ends.
         """
         if conn.lost.done() or not conn.is_open:
-            raise ConnectionError(_closed_why(conn))
+            raise ConnectionError(self._scrub(_closed_why(conn)))
         loop = asyncio.get_running_loop()
         now = loop.time()
         timeout = self.options.timeout_s
@@ -613,7 +620,7 @@ class UpstreamLink:
         finally:
             wake.cancel()
         if conn.lost.done() or not conn.is_open:
-            raise ConnectionError(_closed_why(conn))
+            raise ConnectionError(self._scrub(_closed_why(conn)))
 
     def _keep_alive(self, conn: ClientConnection, now: float) -> None:
         """Nothing sent since the last check, ``keepalive_s`` ago: send the wire's keep-alive.

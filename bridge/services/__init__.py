@@ -9,8 +9,10 @@ Import rule: the standard library and ``bridge.services``.
 
 from __future__ import annotations
 
+from typing import get_args
+
 from bridge.services.assemblyai import AssemblyAI
-from bridge.services.base import Dialect, ServiceSettings, merge_query
+from bridge.services.base import Dialect, DialectName, ServiceSettings, TurnDetection, merge_query
 from bridge.services.deepgram import Deepgram
 from bridge.services.elevenlabs import ElevenLabs
 from bridge.services.openai_realtime import OpenAIRealtime
@@ -20,6 +22,16 @@ DIALECTS: dict[str, type[Dialect]] = {
     cls.name: cls for cls in (Deepgram, AssemblyAI, OpenAIRealtime, ElevenLabs, Speechmatics)
 }
 #: Every ``--upstream-dialect`` choice, ``raw`` (bridge's own protocol) first.
-DIALECT_NAMES = ("raw", *DIALECTS)
+DIALECT_NAMES: tuple[str, ...] = get_args(DialectName)
+if set(DIALECT_NAMES) != {"raw", *DIALECTS}:  # pragma: no cover - caught by any import
+    raise TypeError("DialectName must list 'raw' and every dialect in DIALECTS")
 
-__all__ = ["DIALECTS", "DIALECT_NAMES", "Dialect", "ServiceSettings", "merge_query"]
+__all__ = [
+    "DIALECTS",
+    "DIALECT_NAMES",
+    "Dialect",
+    "DialectName",
+    "ServiceSettings",
+    "TurnDetection",
+    "merge_query",
+]

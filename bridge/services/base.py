@@ -28,6 +28,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 Speaker = Literal["caller", "agent"]
 TurnDetection = Literal["server_vad", "semantic_vad"]
+#: ``--upstream-dialect``: bridge's own protocol, then one per service module.
+DialectName = Literal[
+    "raw", "deepgram", "assemblyai", "openai-realtime", "elevenlabs", "speechmatics"
+]
 
 
 class ServiceMessageError(ValueError):

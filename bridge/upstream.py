@@ -362,7 +362,12 @@ class UpstreamLink:
     async def _run(self) -> None:
         failures = 0
         options = self.options
+        wire = self._wire
         while not (self._closing and self._drained()):
+            # Set before connecting: the service may speak in the same read as its 101.
+            self._ready = wire is None or not wire.wait_ready
+            self._ended = False
+            self.connection_offset_ms = self._popped_ms
             try:
                 conn = await connect(
                     options.url,
@@ -451,8 +456,6 @@ class UpstreamLink:
         self.connection_offset_ms = self._popped_ms
         self.connected = True
         self._conn = conn
-        self._ready = wire is None or not wire.wait_ready
-        self._ended = False
         self._session_at = loop.time()
         self._keepalive_mark = self._sent_items
         keepalive_s = wire.keepalive_s if wire is not None else None

@@ -226,7 +226,9 @@ INVALID: list[dict[str, object]] = [
     {"upstream_dialect": "deepgram", "mode": "play", "tone": 440},
     {"upstream_key_env": "1BAD NAME"},
     {"upstream_header": ("no colon here",)},
-    {"upstream_header": ": empty name",},
+    {
+        "upstream_header": ": empty name",
+    },
     {"upstream_subprotocol": ("",)},
     {"upstream_model": ""},
     {"upstream_language": ""},

@@ -1,0 +1,189 @@
+"""Forward mode to speech services, end to end: the real server, the real simulator, and a
+strict fake of each service (``tests/fakes``) that checks every message bridge sends.
+
+The caller "speaks" in tone bursts that the fakes recognise as words
+(``tests/fakes/recognizer.py``): the point is the plumbing and each service's protocol
+(handshake, setup, audio encoding, chunking, keep-alive, clean ending, results, errors),
+not speech recognition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import ServerConfig
+from bridge.handlers import build_handler
+from bridge.server import BridgeServer
+from bridge.services import DIALECTS
+from bridge.simulator import CallOptions, CallReport, run_call
+from tests.fakes import FAKES, KEY, FakeService
+from tests.fakes.openai_realtime import FakeOpenAIRealtime
+from tests.fakes.recognizer import speech_wav
+from tests.helpers import TRANSPORT, running_server, url_of, wait_s
+
+TRANSCRIBERS = ["deepgram", "assemblyai", "elevenlabs", "speechmatics"]
+SENTENCES = [["hello", "world"], ["alpha", "bravo"]]
+
+
+@pytest.fixture
+def keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every service's key in its usual variable."""
+    for cls in DIALECTS.values():
+        monkeypatch.setenv(cls.key_env, KEY)
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[dict[str, Any]]]:
+    caplog.set_level(logging.INFO, logger="bridge")
+
+    def get(message: str) -> list[dict[str, Any]]:
+        return [dict(vars(r)) for r in caplog.records if r.getMessage() == message]
+
+    return get
+
+
+@dataclass
+class Outcome:
+    report: CallReport
+    lines: list[dict[str, Any]]
+    server: BridgeServer
+
+    def finals(self, speaker: str = "caller") -> list[dict[str, Any]]:
+        return [line for line in self.lines if line.get("final") and line.get("speaker") == speaker]
+
+
+def words(text: str) -> str:
+    """A transcript's words, whatever the service's formatting (case, punctuation)."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+async def wait_until(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + wait_s(seconds)
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeService]:
+    dialect, kwargs = request.param if isinstance(request.param, tuple) else (request.param, {})
+    service = FAKES[dialect](**kwargs)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.close()
+
+
+def read_lines(directory: Path) -> list[dict[str, Any]]:
+    lines = []
+    for path in sorted(directory.glob("*.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines()]
+    return lines
+
+
+async def call_service(
+    tmp_path: Path,
+    dialect: str,
+    service: FakeService,
+    *,
+    rate: int = 16000,
+    utterances: list[list[str]] = SENTENCES,
+    cut_last_s: float | None = None,
+    call: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Outcome:
+    """One simulated call through bridge to ``service``; waits for the handler to finish."""
+    wav = tmp_path / "caller.wav"
+    seconds = speech_wav(wav, utterances, rate, cut_last_s=cut_last_s)
+    transcripts = tmp_path / "transcripts"
+    config = ServerConfig(
+        **{
+            "port": 0,
+            "upstream_dialect": dialect,
+            "upstream": service.url,
+            "transcripts": str(transcripts),
+            "upstream_backoff_ms": 50,
+            **settings,
+        }
+    )
+    handler = build_handler(config)
+    try:
+        async with running_server(handler, idle_timeout_s=30) as server:
+            report = await run_call(
+                CallOptions(
+                    url=url_of(server),
+                    rate=rate,
+                    seconds=int(seconds * 50) / 50,
+                    wav=wav,
+                    linger_s=0.2,
+                    **(call or {}),
+                )
+            )
+            await wait_until(lambda: not server.tasks, 8)
+    finally:
+        handler.close()
+    return Outcome(report, read_lines(transcripts), server)
+
+
+# --- words in, normalised finals out ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fake", "rate"),
+    [(d, r) for d in TRANSCRIBERS for r in (8000, 16000)],
+    indirect=["fake"],
+    ids=[f"{d}-{r}" for d in TRANSCRIBERS for r in (8000, 16000)],
+)
+async def test_words_in_normalised_finals_out_and_a_cut_off_sentence_still_ends(
+    tmp_path: Path, keys: None, fake: FakeService, rate: int
+) -> None:
+    dialect = next(name for name, cls in FAKES.items() if isinstance(fake, cls))
+    # The caller hangs up 150 ms into the last word: only the clean ending (CloseStream,
+    # Terminate, EndOfStream, a commit) makes the service send that sentence's final.
+    outcome = await call_service(tmp_path, dialect, fake, rate=rate, cut_last_s=0.15)
+    assert fake.violations == [], fake.violations
+    (session,) = fake.sessions
+    assert session.accepted
+    finals = outcome.finals()
+    assert [words(line["text"]) for line in finals] == ["hello world", "alpha bravo"], finals
+    for line in outcome.lines:
+        assert line["source"] == dialect and line["call_id"] and line["at"].endswith("+00:00")
+        assert set(line) >= {"call_id", "source", "speaker", "final", "text", "t", "at"}
+    # Interim results came before each final, and times are the call's own (s), +-50 ms.
+    first = outcome.lines.index(finals[0])
+    assert any(not line["final"] for line in outcome.lines[:first])
+    assert finals[0]["start_s"] == pytest.approx(0.3, abs=0.05)
+    assert finals[0]["end_s"] == pytest.approx(1.05, abs=0.05)
+    assert finals[1]["start_s"] == pytest.approx(1.85, abs=0.05)
+    # Every sample the caller sent reached the service, at the rate it was told.
+    assert session.rate == rate
+    assert len(session.audio) / 2 / rate >= outcome.report.frames_sent * 0.02
+    assert outcome.report.completed
+
+
+@pytest.mark.parametrize("fake", ["deepgram"], indirect=True)
+async def test_deepgram_gets_its_documented_query_and_auth(
+    tmp_path: Path, keys: None, fake: FakeService
+) -> None:
+    await call_service(
+        tmp_path, "deepgram", fake, rate=8000, upstream=fake.url + "?model=nova-2-phonecall"
+    )
+    (session,) = fake.sessions
+    assert session.headers["authorization"] == f"Token {KEY}"
+    query = session.query
+    assert (query["encoding"], query["sample_rate"], query["channels"]) == ("linear16", "8000", "1")
+    assert query["interim_results"] == "true" and query["vad_events"] == "true"
+    assert query["model"] == "nova-2-phonecall", "the user's own query value wins"
+    assert "CloseStream" in session.kinds()

@@ -75,6 +75,11 @@ class UpstreamCounters(Protocol):
     frames_resent: int
     frames_backlog: int
     frames_lost: int
+    #: Milliseconds per counted item (20, or a service's chunk length).
+    chunk_ms: int
+    #: The dialect (``raw`` or a service) and the errors it reported, by reason.
+    source: str
+    service_errors: dict[str, int]
 
 
 @dataclass

@@ -51,6 +51,10 @@ class PostStats:
     retries: int = 0
 
 
+#: Every poster's counts in this process, for ``/metrics``.
+POST_STATS = PostStats()
+
+
 class PostError(Exception):
     """One POST did not succeed; ``retry`` says whether trying again may help."""
 
@@ -96,6 +100,7 @@ class TranscriptPoster:
         if len(self._queue) >= self._queue_max:
             self._queue.popleft()
             self.stats.dropped += 1
+            POST_STATS.dropped += 1
             if not self._dropping:
                 self._dropping = True
                 log.warning(
@@ -104,6 +109,7 @@ class TranscriptPoster:
                 )
         self._queue.append(line)
         self.stats.queued += 1
+        POST_STATS.queued += 1
         if self._task is None:
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -152,16 +158,19 @@ class TranscriptPoster:
             except PostError as exc:
                 if not exc.retry or attempt == self._max_attempts:
                     self.stats.failed += 1
+                    POST_STATS.failed += 1
                     log.warning(
                         "transcript POST failed",
                         extra={"url": self.url, "attempts": attempt, "error": str(exc)},
                     )
                     return
                 self.stats.retries += 1
+                POST_STATS.retries += 1
                 delay = min(MAX_BACKOFF_S, self._first_backoff_s * 2 ** (attempt - 1))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             else:
                 self.stats.sent += 1
+                POST_STATS.sent += 1
                 return
 
     async def _post_once(self, body: bytes) -> None:

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from bridge import __version__
 from bridge.transport.client import ClientConnection, connect
@@ -153,10 +153,13 @@ class UpstreamStats:
     service_errors: dict[str, int] = field(default_factory=dict)
     #: Milliseconds per audio item (the ``frames_*`` counters count items).
     chunk_ms: int = FRAME_MS
+    #: What the upstream speaks (``raw``, or a service's dialect): a metrics label.
+    source: str = "raw"
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
         chunk_ms = out.pop("chunk_ms")
+        del out["source"]
         for name in list(out):
             if name.startswith("frames_") or name == "peak_buffer_frames":
                 out[name.replace("frames", "ms")] = out.pop(name) * chunk_ms
@@ -187,6 +190,7 @@ class UpstreamLink:
         wire: Wire | None = None,
         on_close: Callable[[int | None, str], None] | None = None,
         redact: Callable[[str], str] | None = None,
+        on_refused: Callable[[int, str], None] | None = None,
     ) -> None:
         self.options = options
         self.stats = UpstreamStats(chunk_ms=options.chunk_ms)
@@ -194,6 +198,7 @@ class UpstreamLink:
         self._on_give_up = on_give_up
         self._on_close = on_close
         self._redact = redact
+        self._on_refused = on_refused
         self._hello = hello
         self._wire = wire
         self._encode = None if wire is None else wire.encode
@@ -391,6 +396,9 @@ class UpstreamLink:
                         "error": self.stats.last_error,
                     },
                 )
+                if isinstance(exc, InvalidStatus) and self._on_refused is not None:
+                    status, words = _refusal(exc)
+                    self._on_refused(status, self._scrub(words))
             else:
                 if not await self._session(conn):
                     return  # finished: everything delivered and confirmed
@@ -652,6 +660,17 @@ def _closed_why(conn: ClientConnection) -> str:
     if proto.close_sent is not None:
         return f"closed: {proto.close_sent.code} {proto.close_sent.reason}".strip()
     return "connection dropped without a close frame"
+
+
+def _refusal(exc: InvalidStatus) -> tuple[int, str]:
+    """The HTTP status of a refused upgrade and the service's words for it: an error header
+    (Deepgram's ``dg-error``) or the start of the body."""
+    response = exc.response
+    for name, value in response.headers.raw_items():
+        if name.lower().endswith("error"):
+            return response.status_code, " ".join(value.split())[:300]
+    body = response.body.decode("utf-8", "replace") if response.body else ""
+    return response.status_code, " ".join(body.split())[:300] or response.reason_phrase
 
 
 def _one_line(exc: BaseException) -> str:

@@ -236,7 +236,9 @@ class ServiceCall:
             wire=dialect,
             on_close=self._on_close,
             redact=self._scrub,
+            on_refused=self._on_refused,
         )
+        self.link.stats.source = dialect.name
         call.upstream_stats = self.link.stats
 
     async def run(self) -> None:
@@ -387,7 +389,7 @@ class ServiceCall:
                 "call_id": self.call.id,
                 "source": self.source,
                 "reason": event.reason,
-                "message": self._scrub(event.message),
+                "error": self._scrub(event.message),
             },
         )
 
@@ -395,6 +397,9 @@ class ServiceCall:
         error = self.dialect.on_close(code, reason)
         if error is not None:
             self._service_error(error)
+
+    def _on_refused(self, status: int, words: str) -> None:
+        self._service_error(ServiceError(f"http {status}", words or f"HTTP {status}"))
 
     def _on_give_up(self, reason: str) -> None:
         self.call.hangup(UPSTREAM_UNAVAILABLE, "upstream unavailable")

@@ -101,12 +101,13 @@ async def call_service(
     rate: int = 16000,
     utterances: list[list[str]] = SENTENCES,
     cut_last_s: float | None = None,
+    tail_s: float = 0.6,
     call: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Outcome:
     """One simulated call through bridge to ``service``; waits for the handler to finish."""
     wav = tmp_path / "caller.wav"
-    seconds = speech_wav(wav, utterances, rate, cut_last_s=cut_last_s)
+    seconds = speech_wav(wav, utterances, rate, cut_last_s=cut_last_s, tail_s=tail_s)
     transcripts = tmp_path / "transcripts"
     config = ServerConfig(
         **{
@@ -187,3 +188,90 @@ async def test_deepgram_gets_its_documented_query_and_auth(
     assert query["interim_results"] == "true" and query["vad_events"] == "true"
     assert query["model"] == "nova-2-phonecall", "the user's own query value wins"
     assert "CloseStream" in session.kinds()
+
+
+# --- keep-alive --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    TRANSPORT == "picows", reason="the upstream link is a client: one transport run is enough"
+)
+@pytest.mark.parametrize("fake", ["deepgram"], indirect=True)
+async def test_twelve_seconds_without_audio_keep_deepgram_alive(
+    tmp_path: Path, keys: None, fake: FakeService, logs: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    # The caller's leg sends nothing for 12 s (held or muted). Deepgram closes a connection
+    # that gets neither audio nor KeepAlive for 10 s (NET-0001); the fake does the same.
+    outcome = await call_service(
+        tmp_path,
+        "deepgram",
+        fake,
+        utterances=[["hello", "world"]],
+        tail_s=13.5,
+        call={"pause_at_s": 1.8, "pause_s": 12.0},
+    )
+    # One connection from start to end, closed by the service after CloseStream, not NET-0001.
+    (session,) = fake.sessions
+    assert session.close_code == 1000, (session.close_code, session.close_reason)
+    keepalives = session.kinds().count("KeepAlive")
+    assert 2 <= keepalives <= 5, session.kinds()
+    assert fake.violations == []
+    assert [words(line["text"]) for line in outcome.finals()] == ["hello world"]
+    (summary,) = logs("upstream link closed")
+    assert summary["keepalives_sent"] == keepalives and summary["connects"] == 1
+
+
+# --- reconnects ----------------------------------------------------------------------------------
+
+#: The first connection dies after this many audio messages: about 1.2 s into the call.
+DROP_AFTER = {"deepgram": 60, "assemblyai": 24, "elevenlabs": 60, "speechmatics": 60}
+
+
+@pytest.mark.parametrize(
+    "fake",
+    [(d, {"drop_after": DROP_AFTER[d]}) for d in TRANSCRIBERS],
+    indirect=True,
+    ids=TRANSCRIBERS,
+)
+async def test_a_transcriber_reconnects_sends_its_setup_again_and_loses_no_audio(
+    tmp_path: Path, keys: None, fake: FakeService, logs: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    dialect = next(name for name, cls in FAKES.items() if isinstance(fake, cls))
+    outcome = await call_service(tmp_path, dialect, fake)
+    assert fake.violations == []
+    first, second = fake.sessions
+    assert first.accepted and second.accepted
+    # The setup went again: Speechmatics' StartRecognition, the query of the others.
+    assert second.query == first.query
+    if dialect == "speechmatics":
+        assert second.kinds("message")[0] == "StartRecognition"
+    # Every sample reached the service: the second connection starts where the first one's
+    # confirmed audio ended, so together they hold at least the whole call; the overlap
+    # (audio sent twice) is bounded by the replay window.
+    caller_bytes = outcome.report.frames_sent * 0.02 * 16000 * 2
+    total = len(first.audio) + len(second.audio)
+    assert total >= caller_bytes
+    assert total - caller_bytes <= 0.2 * 16000 * 2 + 0.05 * 16000 * 2
+    # After the reconnect, results are placed in the call's time, not the connection's.
+    finals = outcome.finals()
+    assert words(finals[-1]["text"]) == "alpha bravo"
+    assert finals[-1]["start_s"] == pytest.approx(1.85, abs=0.05)
+    (reconnected,) = logs("upstream reconnected")
+    assert reconnected["lost_ms"] == 0
+
+
+@pytest.mark.parametrize(
+    "fake", [("openai-realtime", {"drop_after": 40})], indirect=True, ids=["openai"]
+)
+async def test_openai_reconnect_is_a_new_session_and_says_so(
+    tmp_path: Path, keys: None, fake: FakeService, logs: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    await call_service(tmp_path, "openai-realtime", fake, utterances=[["hello"], ["alpha"]])
+    assert fake.violations == []
+    first, second = fake.sessions
+    assert second.kinds()[0] == "session.update", "a new session is configured again"
+    (warning,) = logs("upstream reconnected: a new session (the conversation so far is lost)")
+    assert warning["dropped_ms"] >= 0
+    # Nothing from before the reconnect was replayed into the new session: it starts live.
+    assert len(first.audio) + len(second.audio) <= (2.6 + 0.2) * 24000 * 2

@@ -102,12 +102,15 @@ async def call_service(
     utterances: list[list[str]] = SENTENCES,
     cut_last_s: float | None = None,
     tail_s: float = 0.6,
+    pause_s: float = 0.8,
     call: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Outcome:
     """One simulated call through bridge to ``service``; waits for the handler to finish."""
     wav = tmp_path / "caller.wav"
-    seconds = speech_wav(wav, utterances, rate, cut_last_s=cut_last_s, tail_s=tail_s)
+    seconds = speech_wav(
+        wav, utterances, rate, cut_last_s=cut_last_s, tail_s=tail_s, pause_s=pause_s
+    )
     transcripts = tmp_path / "transcripts"
     config = ServerConfig(
         **{
@@ -275,3 +278,47 @@ async def test_openai_reconnect_is_a_new_session_and_says_so(
     assert warning["dropped_ms"] >= 0
     # Nothing from before the reconnect was replayed into the new session: it starts live.
     assert len(first.audio) + len(second.audio) <= (2.6 + 0.2) * 24000 * 2
+
+
+# --- a voice agent -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fake", [("openai-realtime", {"answer_s": 2.0})], indirect=True, ids=["openai"]
+)
+async def test_openai_barge_in_clears_the_caller_and_truncates_at_what_was_heard(
+    tmp_path: Path, keys: None, fake: FakeService
+) -> None:
+    assert isinstance(fake, FakeOpenAIRealtime)
+    # The caller says "hello world" (0.3-1.05 s); the agent answers with 2 s of audio from
+    # about 1.5 s; the caller speaks over it at 2.3 s.
+    outcome = await call_service(
+        tmp_path,
+        "openai-realtime",
+        fake,
+        utterances=[["hello", "world"], ["alpha"]],
+        pause_s=1.25,
+        tail_s=1.0,
+        instructions="You answer every caller with a tone.",
+        voice="verse",
+    )
+    assert fake.violations == []
+    (session,) = fake.sessions
+    update = session.texts[0]
+    assert update["type"] == "session.update"
+    assert update["session"]["instructions"] == "You answer every caller with a tone."
+    assert update["session"]["audio"]["output"]["voice"] == "verse"
+    report = outcome.report
+    # Vonage's buffer was cleared once, and the model was told how much of its answer the
+    # caller heard: within 40 ms of what the simulated caller had actually heard.
+    assert report.clears == 1
+    (heard_ms,) = report.heard_at_clears_ms
+    ((item, audio_end_ms),) = fake.truncations
+    assert fake.barge_ins == [item]
+    assert abs(audio_end_ms - heard_ms) <= 40, (audio_end_ms, heard_ms)
+    assert 300 <= audio_end_ms <= 1500
+    # What Vonage still held of the answer was dropped, never played.
+    assert report.frames_cleared > 0
+    assert [words(line["text"]) for line in outcome.finals("caller")] == ["hello world", "alpha"]
+    agent = [words(line["text"]) for line in outcome.finals("agent")]
+    assert agent == ["you said hello world", "you said alpha"]

@@ -227,6 +227,9 @@ class ServiceCall:
         )
         self._items: OrderedDict[str, _AgentItem] = OrderedDict()
         self._cut: OrderedDict[str, None] = OrderedDict()  # items truncated by a barge-in
+        # The service reported an error on this connection: the close that follows is the
+        # same incident (AssemblyAI, OpenAI, ElevenLabs send an error, then close).
+        self._error_reported = False
         self.barge_ins = 0
         self.link = UpstreamLink(
             replace(setup.options, url=merge_query(setup.base_url, dialect.query())),
@@ -337,6 +340,7 @@ class ServiceCall:
             elif isinstance(event, Ended):
                 self.link.ended()
             elif isinstance(event, ServiceError):
+                self._error_reported = True
                 self._service_error(event)
             elif isinstance(event, AgentAudioDone):
                 pass
@@ -395,7 +399,8 @@ class ServiceCall:
 
     def _on_close(self, code: int | None, reason: str) -> None:
         error = self.dialect.on_close(code, reason)
-        if error is not None:
+        reported, self._error_reported = self._error_reported, False
+        if error is not None and not reported:
             self._service_error(error)
 
     def _on_refused(self, status: int, words: str) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from tests.fakes import FAKES, KEY, FakeService
 from tests.fakes.openai_realtime import FakeOpenAIRealtime
 from tests.fakes.recognizer import speech_wav
 from tests.helpers import TRANSPORT, running_server, url_of, wait_s
+from tests.integration._http import get, metric
 
 TRANSCRIBERS = ["deepgram", "assemblyai", "elevenlabs", "speechmatics"]
 SENTENCES = [["hello", "world"], ["alpha", "bravo"]]
@@ -104,6 +105,7 @@ async def call_service(
     tail_s: float = 0.6,
     pause_s: float = 0.8,
     call: dict[str, Any] | None = None,
+    inspect: Callable[[BridgeServer], Awaitable[None]] | None = None,
     **settings: Any,
 ) -> Outcome:
     """One simulated call through bridge to ``service``; waits for the handler to finish."""
@@ -124,7 +126,9 @@ async def call_service(
     )
     handler = build_handler(config)
     try:
-        async with running_server(handler, idle_timeout_s=30) as server:
+        async with running_server(
+            handler, idle_timeout_s=30, public_url="wss://bridge.example.com"
+        ) as server:
             report = await run_call(
                 CallOptions(
                     url=url_of(server),
@@ -136,6 +140,8 @@ async def call_service(
                 )
             )
             await wait_until(lambda: not server.tasks, 8)
+            if inspect is not None:
+                await inspect(server)
     finally:
         handler.close()
     return Outcome(report, read_lines(transcripts), server)
@@ -322,3 +328,63 @@ async def test_openai_barge_in_clears_the_caller_and_truncates_at_what_was_heard
     assert [words(line["text"]) for line in outcome.finals("caller")] == ["hello world", "alpha"]
     agent = [words(line["text"]) for line in outcome.finals("agent")]
     assert agent == ["you said hello world", "you said alpha"]
+
+
+# --- credentials and the service's errors -------------------------------------------------------
+
+SECRET = "sk-live-DO-NOT-LOG-9f8e7d6c5b4a3210"
+HEADER_SECRET = "trace-secret-55aa66bb77cc"
+#: How each service tells bridge its key is wrong, as the metrics reason label.
+WRONG_KEY_REASON = {
+    "deepgram": "http 401",
+    "assemblyai": "1008",
+    "openai-realtime": "invalid_api_key",
+    "elevenlabs": "auth_error",
+    "speechmatics": "http 401",
+}
+
+
+@pytest.mark.parametrize("fake", list(FAKES), indirect=True)
+async def test_a_wrong_key_is_an_error_in_the_services_words_and_no_secret_leaks(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    dialect = next(name for name, cls in FAKES.items() if isinstance(fake, cls))
+    monkeypatch.setenv(DIALECTS[dialect].key_env, SECRET)  # the fake expects another key
+    monkeypatch.setenv("TRACE_SECRET", HEADER_SECRET)
+    seen: dict[str, str] = {}
+
+    async def inspect(server: BridgeServer) -> None:
+        seen["metrics"] = (await get(server.port, "/metrics")).text
+        seen["answer"] = (await get(server.port, "/answer?uuid=u1&from=1&to=2")).text
+
+    outcome = await call_service(
+        tmp_path,
+        dialect,
+        fake,
+        upstream_max_attempts=1,
+        upstream_header=("X-Trace: ${TRACE_SECRET}",),
+        inspect=inspect,
+    )
+    # The key went where it belongs, the upgrade request, with the expanded header.
+    session = fake.sessions[0]
+    assert SECRET in " ".join(session.headers.values())
+    assert session.headers["x-trace"] == HEADER_SECRET
+    # The service's refusal: logged in its words, counted by its reason, the call ended 1011.
+    reason = WRONG_KEY_REASON[dialect]
+    errors = [r for r in caplog.records if r.getMessage() == "upstream service error"]
+    assert [vars(r)["reason"] for r in errors] == [reason]
+    assert vars(errors[0])["error"]
+    labels = f'reason="{reason}",source="{dialect}"'
+    assert metric(seen["metrics"], "bridge_upstream_service_errors_total", labels) == 1
+    assert outcome.report.close_code == 1011
+    # Neither secret is anywhere a person or a program reads: logs (messages and every
+    # field), transcripts, /metrics, /answer, what the caller was told.
+    written = [caplog.text, seen["metrics"], seen["answer"], json.dumps(outcome.lines)]
+    written += [json.dumps(vars(r), default=str) for r in caplog.records]
+    written += [str(outcome.report)]
+    for text in written:
+        assert SECRET not in text and HEADER_SECRET not in text

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from bridge.simulator import CallOptions, CallReport, run_call
 from tests.fakes import FAKES, KEY, FakeService
 from tests.fakes.openai_realtime import FakeOpenAIRealtime
 from tests.fakes.recognizer import speech_wav
-from tests.helpers import TRANSPORT, running_server, url_of, wait_s
+from tests.helpers import ROOT, TRANSPORT, running_server, url_of, wait_s
 from tests.integration._http import get, metric
 
 TRANSCRIBERS = ["deepgram", "assemblyai", "elevenlabs", "speechmatics"]
@@ -388,3 +391,122 @@ async def test_a_wrong_key_is_an_error_in_the_services_words_and_no_secret_leaks
     written += [str(outcome.report)]
     for text in written:
         assert SECRET not in text and HEADER_SECRET not in text
+
+
+def _serve(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "serve", "--port", "0", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=wait_s(30),
+        cwd=ROOT,
+    )
+
+
+def test_a_missing_key_refuses_to_start_with_one_line_naming_the_variable() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.pop("BRIDGE_UPSTREAM_DIALECT", None)
+    done = _serve(["--upstream-dialect", "deepgram"], env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "DEEPGRAM_API_KEY" in lines[0], done.stderr
+    done = _serve(["--upstream-dialect", "openai-realtime", "--upstream-key-env", "MY_KEY"], env)
+    assert done.returncode == 2 and "MY_KEY" in done.stderr and "Traceback" not in done.stderr
+    # A header naming a variable that is not set is refused the same way, without the value.
+    env["ELEVENLABS_API_KEY"] = "x" * 20
+    done = _serve(
+        ["--upstream-dialect", "elevenlabs", "--upstream-header", "X-Org: ${ORG_ID}"], env
+    )
+    assert done.returncode == 2 and "${ORG_ID}" in done.stderr and "x" * 20 not in done.stderr
+
+
+# --- transcripts to the user's application ------------------------------------------------------
+
+
+class Collector:
+    """A real HTTP server on 127.0.0.1 that takes POSTed JSON; it can fail the first ones."""
+
+    def __init__(self, fail_first: int = 0, status: int = 503) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.fail_first = fail_first
+        self.status = status
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/hooks/transcripts?app=1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        body = await reader.readexactly(length)
+        self.attempts += 1
+        assert request.startswith(b"POST /hooks/transcripts?app=1 HTTP/1.1")
+        if self.attempts <= self.fail_first:
+            writer.write(f"HTTP/1.1 {self.status} Busy\r\nContent-Length: 0\r\n\r\n".encode())
+        else:
+            self.bodies.append(json.loads(body))
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.mark.parametrize("fake", ["assemblyai"], indirect=True)
+async def test_finals_are_posted_to_the_application_with_retries(
+    tmp_path: Path, keys: None, fake: FakeService
+) -> None:
+    collector = Collector(fail_first=1)
+    url = await collector.start()
+    seen: dict[str, str] = {}
+
+    async def inspect(server: BridgeServer) -> None:
+        await wait_until(lambda: len(collector.bodies) >= 2, 5)
+        seen["metrics"] = (await get(server.port, "/metrics")).text
+
+    try:
+        outcome = await call_service(
+            tmp_path, "assemblyai", fake, transcript_url=url, inspect=inspect
+        )
+    finally:
+        await collector.close()
+    # The first POST got a 503 and was retried; both finals arrived, as the file has them.
+    assert collector.attempts == 3
+    assert [words(b["text"]) for b in collector.bodies] == ["hello world", "alpha bravo"]
+    finals = outcome.finals()
+    for posted, line in zip(collector.bodies, finals, strict=True):
+        assert posted["call_id"] == line["call_id"] and posted["source"] == "assemblyai"
+        assert posted["start_s"] == line["start_s"] and posted["final"] is True
+    assert metric(seen["metrics"], "bridge_transcript_posts_total", 'result="sent"') >= 2
+
+
+@pytest.mark.parametrize("fake", ["deepgram"], indirect=True)
+async def test_an_application_that_never_answers_does_not_delay_the_call(
+    tmp_path: Path, keys: None, fake: FakeService
+) -> None:
+    # It accepts the connection and then says nothing: every POST waits for its timeout.
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    started = asyncio.get_running_loop().time()
+    try:
+        outcome = await call_service(
+            tmp_path, "deepgram", fake, transcript_url=f"http://127.0.0.1:{port}/t"
+        )
+    finally:
+        silent.close()
+    elapsed = asyncio.get_running_loop().time() - started
+    assert outcome.report.completed
+    assert [words(line["text"]) for line in outcome.finals()] == ["hello world", "alpha bravo"]
+    assert elapsed < wait_s(8), "the call and its clean ending did not wait for the POSTs"

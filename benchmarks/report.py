@@ -130,10 +130,18 @@ def _verdict(cap: dict[str, Any] | None, prof: dict[str, Any] | None) -> str:
     bridge = by.get("bridge")
     if bridge is None:
         return ""
-    held = f"{bridge['max_calls']}" + (
-        " (the generator's limit, not bridge's)" if bridge.get("generator_limited") else ""
-    )
-    bits = [f"**bridge (echo, whole pipeline, picows backend) held {held} calls on one core**"]
+    if bridge["max_calls"] == 0 and bridge.get("generator_limited"):
+        bits = [
+            "**bridge's capacity could not be measured in this run**: the load generator "
+            f"reported itself overloaded at the first step ({bridge['first_failure']} calls), "
+            "so every step measured the generator, not the server (see *other CPU %*: this "
+            "machine was shared)"
+        ]
+    else:
+        held = f"{bridge['max_calls']}" + (
+            " (the generator's limit, not bridge's)" if bridge.get("generator_limited") else ""
+        )
+        bits = [f"**bridge (echo, whole pipeline, picows backend) held {held} calls on one core**"]
     for other in ("bridge-websockets", "bridge-play", "websockets", "picows", "node-ws"):
         r = by.get(other)
         if r and r["max_calls"]:
@@ -256,6 +264,12 @@ def build() -> str:
             "the full run (`scripts/bench`) uses 20-30 s steps, bisection, retries and a "
             "10-minute drift call."
             if quick
+            else ""
+        )
+        + (
+            " The pacing section comes from a full run (`python -m benchmarks.pacing`: 30 s "
+            "steps and the 10-minute drift call)."
+            if quick and pac and not pac.get("quick")
             else ""
         ),
         "",
@@ -445,6 +459,12 @@ def readme_section(cap: dict[str, Any] | None, pac: dict[str, Any] | None) -> st
         rows = {r["step"]: r for r in pac["rows"]}
         bits = [
             f"{step}: deadline error p50 {r['error_p50_ms']} ms, p99 {r['error_p99_ms']} ms"
+            + (
+                f" (the generator was overloaded, lateness p99 "
+                f"{r['generator_lateness_p99_ms']} ms: not bridge's figure)"
+                if r.get("generator_overloaded")
+                else ""
+            )
             for step, r in rows.items()
             if not r.get("long_call")
         ]

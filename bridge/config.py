@@ -65,7 +65,7 @@ LogFormat = Literal["auto", "text", "json"]
 Transport = Literal["auto", "picows", "websockets"]
 
 #: Paths served as plain HTTP by the server (bridge/http.py); the websocket path cannot be one.
-HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event")
+HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event", "/phone")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -383,6 +383,10 @@ class ProductionSettings(Settings):
         "wss://host[:port] Vonage reaches us at; enables GET /answer and /event",
         metavar="URL",
         check=url("ws", "wss"),
+    )
+    phone_page: bool | None = setting(
+        None,
+        "serve the browser phone at GET /phone; unset: served when --host is a loopback address",
     )
     answer_rate: Rate = setting(16000, "audio rate the /answer NCCO asks Vonage for", metavar="HZ")
     answer_headers: str = setting(

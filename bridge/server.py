@@ -38,7 +38,7 @@ from bridge.call import DEVIATION_BUCKET_MS, Call, Handler
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
-from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
+from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, phone_url, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import Clock, MonotonicClock, Scheduler
 from bridge.protocol.vonage import parse_connected, parse_event
@@ -630,7 +630,14 @@ async def serve(
     if on_listening is not None:
         on_listening(server)
     else:
-        log.info("listening", extra={"url": url, "transport": server.transport_name})
+        log.info(
+            "listening",
+            extra={
+                "url": url,
+                "transport": server.transport_name,
+                **phone_url(config, server.port),
+            },
+        )
     await stop.wait()
     stop.clear()
     log.info(

@@ -176,6 +176,11 @@ class Option:
     def env(self) -> str:
         return env_name(self.name)
 
+    @property
+    def negated_flag(self) -> str:
+        """``--no-name``: a switch that may be unset (decided from other settings) has one."""
+        return "--no-" + self.flag[2:]
+
     def describe(self, value: str = "") -> str:
         """How messages name this setting: ``--mode forward (BRIDGE_MODE)``."""
         return f"{self.flag}{' ' + value if value else ''} ({self.env})"
@@ -422,6 +427,15 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
                     default=None,
                     help=help_text,
                 )
+                if option.optional:
+                    # Unset means "decided from other settings" (--phone-page): both ways.
+                    group.add_argument(
+                        option.negated_flag,
+                        dest=option.name,
+                        action="store_const",
+                        const="false",
+                        help=f"the opposite of {option.flag} [{option.env}=false]",
+                    )
                 continue
             group.add_argument(
                 option.flag, dest=option.name, default=None, metavar=metavar, help=help_text

@@ -37,6 +37,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from bridge.auth import check_exposure
 from bridge.config import ServerConfig, config_from, env_name
 from bridge.errors import ConfigError
+from bridge.http import phone_url
 from bridge.metrics import MULTIPROC_ENV
 from bridge.runtime import run
 from bridge.settings import to_environ
@@ -135,6 +136,7 @@ class Supervisor:
                     "workers": len(self.workers),
                     "pids": [w.proc.pid for w in self.workers if w.proc is not None],
                     "metrics_dir": self.metrics_dir,
+                    **phone_url(self.config, self.port),
                 },
             )
             watchers = [asyncio.ensure_future(self._watch(w)) for w in self.workers]

@@ -107,6 +107,7 @@ class _PageSettings(Settings):
     page_style: Literal["points", "interval"] = setting("points", "how the page draws")
     page_port: int | None = setting(None, "port of the page", metavar="PORT", check=between(1, 9))
     page_live: bool = setting(False, "refresh the page")
+    page_dark: bool | None = setting(None, "dark colours; unset: as the system's")
 
     def rules(self) -> None:
         if self.page_live and self.page_port is None:
@@ -137,6 +138,15 @@ def test_a_new_section_gets_flags_variables_help_and_checks() -> None:
     with pytest.raises(ConfigError, match="BRIDGE_PAGE_STYLE: must be one of points, interval"):
         load(_Extended, None, {"BRIDGE_PAGE_STYLE": "bars"})
     assert "phone page" in _parse_help(_Extended)
+
+
+def test_a_switch_that_may_be_unset_can_be_set_either_way() -> None:
+    """``bool | None``: unset (decided elsewhere), ``--name`` or ``--no-name``."""
+    assert load(_Extended, _parse(_Extended, []), {}).page_dark is None
+    assert load(_Extended, _parse(_Extended, ["--page-dark"]), {}).page_dark is True
+    assert load(_Extended, _parse(_Extended, ["--no-page-dark"]), {}).page_dark is False
+    assert load(_Extended, None, {"BRIDGE_PAGE_DARK": "off"}).page_dark is False
+    assert "--no-page-live" not in _parse_help(_Extended)  # a plain switch has no opposite
 
 
 def _parse_help(cls: type[Settings]) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,7 +146,9 @@ class FakeConnection(ServerConnection):
         session.audio_messages += 1
         session.rate = self.rate
         if self.service.record_arrivals:
-            session.arrivals.append((len(session.audio), time.monotonic_ns()))
+            # When the read that brought it began (one clock reading per read, before any
+            # parsing): the fake's own work is not counted as latency.
+            session.arrivals.append((len(session.audio), now_ns))
         if self.service.on_audio is not None:
             self.service.on_audio(self, pcm, now_ns)
         if not self.service.behaviour.get("recognise", True):

@@ -176,6 +176,24 @@ def _verdict(cap: dict[str, Any] | None, prof: dict[str, Any] | None) -> str:
     return text
 
 
+def _client_floor() -> str:
+    """The bare-client floor from benchmarks/client_floor.py, when it ran."""
+    floor = _load("client_floor.json")
+    if not floor:
+        return ""
+    bits = [
+        f"{r['client']} {r['us_per_frame_pair']} us (at most {r['calls_per_core_bound']} calls)"
+        for r in floor["rows"]
+    ]
+    calls = floor["rows"][0]["calls"] if floor["rows"] else "?"
+    return (
+        "Clients that only send and count, with no measuring at all "
+        f"(`benchmarks/client_floor.py`, {calls} calls), cost per frame sent and received: "
+        + ", ".join(bits)
+        + ". "
+    )
+
+
 def _generator_limit(cap: dict[str, Any]) -> str:
     steps = [s for r in cap["servers"] for s in r["steps"]]
     over = sorted(s["calls"] for s in steps if s.get("client_overloaded"))
@@ -310,7 +328,7 @@ def build() -> str:
         )
         + ": 1500 calls (75 000 frames each way per second) would need under 13 us per "
         "frame sent and received, below that floor, so no single-core client on this machine "
-        f"drives 1500 calls. {_generator_limit(cap) if cap else ''} A step whose "
+        f"drives 1500 calls. {_client_floor()}{_generator_limit(cap) if cap else ''} A step whose "
         "`generator_not_overloaded` criterion failed measured the generator, not the server. "
         "On a machine with more cores, `bridge load --procs N` spreads the calls over N "
         "processes (one event loop and sender each) and the ladder can go past it.",

@@ -1,7 +1,7 @@
 """The whole benchmark suite, in order; what ``scripts/bench`` runs.
 
 ``python -m benchmarks.run [--quick] [--only NAME ...]``: resampling, capacity, pacing,
-multi-core, profile, then the report (docs/benchmarks.md, its plot, the README headline).
+multi-core, profile, the load generator's floor, then the report (docs/benchmarks.md, its plot, the README headline).
 ``--quick`` (short steps, coarse ladders, a 20 s drift call) finishes in under 3 minutes on a
 2-core machine; the full run takes about 25 minutes (10 of them the drift call).
 Benchmarks are never run as tests.
@@ -13,9 +13,18 @@ import argparse
 import time
 from collections.abc import Callable
 
-from benchmarks import capacity, cpu_profile, harness, multicore, pacing, report, resampling
+from benchmarks import (
+    capacity,
+    client_floor,
+    cpu_profile,
+    harness,
+    multicore,
+    pacing,
+    report,
+    resampling,
+)
 
-STEPS = ("resampling", "capacity", "pacing", "multicore", "profile")
+STEPS = ("resampling", "capacity", "pacing", "multicore", "profile", "client_floor")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         "multicore": lambda: print(
             f"wrote {harness.write_json('multicore.json', multicore.run(quick))}"
         ),
+        "client_floor": lambda: client_floor.main(["--seconds", "4" if quick else "8"]),
         "profile": lambda: print(
             cpu_profile.markdown(d := cpu_profile.run(quick)),
             f"\nwrote {harness.write_json('profile.json', d)}",

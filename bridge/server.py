@@ -143,7 +143,11 @@ class BridgeServer:
                 Resampler(self.config.pipeline_rate, rate)
         self.transport_name = resolve_transport(self.config.transport)
         if self.transport_name == "picows":
-            from bridge.transport.picows_server import serve as picows_serve  # noqa: PLC0415
+            try:
+                from bridge.transport.picows_server import serve as picows_serve  # noqa: PLC0415
+            except ImportError as exc:
+                option = self.config.option("transport", "picows")
+                raise ConfigError(f"{option}: picows cannot be imported ({exc})") from exc
 
             connection = picows_connection_class()
             self._server = await picows_serve(

@@ -784,13 +784,21 @@ class _Call:
         self.pacing_last[j % _PACING_WINDOW] = rel
 
     def _play(self, now: int) -> None:
-        """Vonage's playback buffer: frames play back to back from when playback (re)starts."""
-        self.play_end_ns = max(self.play_end_ns, now)
-        if self.play_end_ns - now >= PLAYBACK_BUFFER_FRAMES * FRAME_NS:
+        """Vonage's playback buffer: frames play back to back from when playback (re)starts.
+
+        Comparisons rather than ``max``: this runs for every frame received.
+        """
+        end = self.play_end_ns
+        if end < now:  # noqa: PLR1730
+            end = now
+        if end - now >= PLAYBACK_BUFFER_FRAMES * FRAME_NS:
+            self.play_end_ns = end
             self.playback_overflow += 1  # past the buffer: undocumented, assume dropped
             return
-        self.play_end_ns += FRAME_NS
-        self.playback_peak_ns = max(self.playback_peak_ns, self.play_end_ns - now)
+        end += FRAME_NS
+        self.play_end_ns = end
+        if end - now > self.playback_peak_ns:  # noqa: PLR1730
+            self.playback_peak_ns = end - now
 
     def on_text(self, text: str, now: int) -> None:
         self.text_events_total += 1

@@ -5,11 +5,17 @@ forward mode's link using them end to end."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from bridge.config import ServerConfig
+from bridge.errors import ConfigError
+from bridge.handlers import echo
+from bridge.server import BridgeServer, resolve_transport
+from bridge.simulator import CallOptions, run_call
 from bridge.transport.client import connect
 from bridge.upstream import UpstreamLink, UpstreamOptions
 from tests.helpers import running_server, url_of, wait_s
@@ -97,3 +103,19 @@ async def test_forward_link_authenticates_with_headers_and_subprotocol(tmp_path:
     assert received.texts == ['{"hello":1}']
     assert received.audio.tobytes() == b"".join(bytes([i]) * 640 for i in range(10))
     assert link.stats.frames_confirmed == 10
+
+
+async def test_without_picows_auto_falls_back_to_websockets_and_forcing_it_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on a platform without a picows wheel: importing it fails.
+    monkeypatch.setitem(sys.modules, "picows", None)
+    monkeypatch.setitem(sys.modules, "bridge.transport.picows_server", None)
+    assert resolve_transport("auto") == "websockets"
+    async with running_server(transport="auto") as server:
+        assert server.transport_name == "websockets"
+        report = await run_call(CallOptions(url=url_of(server), seconds=0.5))
+    assert report.exact
+    forced = BridgeServer(ServerConfig(port=0, transport="picows"), echo)
+    with pytest.raises(ConfigError, match="--transport picows"):
+        await forced.start()

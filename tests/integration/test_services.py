@@ -497,7 +497,12 @@ async def test_an_application_that_never_answers_does_not_delay_the_call(
     tmp_path: Path, keys: None, fake: FakeService
 ) -> None:
     # It accepts the connection and then says nothing: every POST waits for its timeout.
-    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    writers: list[asyncio.StreamWriter] = []
+
+    async def say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    silent = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
     started = asyncio.get_running_loop().time()
     try:
@@ -506,6 +511,9 @@ async def test_an_application_that_never_answers_does_not_delay_the_call(
         )
     finally:
         silent.close()
+        for writer in writers:
+            writer.close()
+        await silent.wait_closed()
     elapsed = asyncio.get_running_loop().time() - started
     assert outcome.report.completed
     assert [words(line["text"]) for line in outcome.finals()] == ["hello world", "alpha bravo"]

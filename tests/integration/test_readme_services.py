@@ -25,9 +25,11 @@ import pytest
 from bridge.simulator import CallOptions, run_call
 from tests.fakes import FAKES, KEY
 from tests.fakes.recognizer import speech_wav
-from tests.helpers import ROOT, wait_s
+from tests.helpers import ROOT, TRANSPORT, wait_s
 
 README = ROOT / "README.md"
+#: The examples start their own ``bridge serve`` (default backend): once per CI run is enough.
+pytestmark = pytest.mark.skipif(TRANSPORT == "websockets", reason="default backend run only")
 
 
 def sections() -> dict[str, str]:

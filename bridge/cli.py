@@ -26,6 +26,7 @@ from bridge.ncco_cli import add_subcommand as add_ncco_subcommand
 from bridge.runtime import run
 from bridge.server import serve
 from bridge.simulator import add_subcommands
+from bridge.startup import check_output_dirs
 from bridge.workers import run_supervisor
 
 
@@ -39,6 +40,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _run_serve(args: argparse.Namespace) -> int:
     config = config_from(args)
+    check_output_dirs(config)
     setup_logging(config.log_level, config.log_format)
     if config.upstream_dialect != "raw":
         resolve_service(config)  # a missing key stops us here, before any worker starts

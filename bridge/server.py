@@ -34,6 +34,7 @@ from websockets.http11 import Request
 
 from bridge.audio.resample import Resampler
 from bridge.auth import Authenticator, Credentials, check_exposure
+from bridge.banner import print_banner
 from bridge.call import DEVIATION_BUCKET_MS, Call, Handler
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
@@ -43,6 +44,7 @@ from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import Clock, MonotonicClock, Scheduler
 from bridge.protocol.vonage import parse_connected, parse_event
 from bridge.runtime import freeze_startup_heap
+from bridge.startup import bind_error
 from bridge.transport.base import ServerSide
 from bridge.transport.connection import CLOSE_TIMEOUT_S
 from bridge.transport.lifecycle import Event, Outcome, Phase
@@ -142,33 +144,40 @@ class BridgeServer:
                 Resampler(rate, self.config.pipeline_rate)
                 Resampler(self.config.pipeline_rate, rate)
         self.transport_name = resolve_transport(self.config.transport)
-        if self.transport_name == "picows":
-            try:
-                from bridge.transport.picows_server import serve as picows_serve  # noqa: PLC0415
-            except ImportError as exc:
-                option = self.config.option("transport", "picows")
-                raise ConfigError(f"{option}: picows cannot be imported ({exc})") from exc
-
-            connection = picows_connection_class()
-            self._server = await picows_serve(
-                lambda: connection(self),
-                self.config.host,
-                self.config.port,
-                max_size=self.config.max_message_bytes,
-                ssl=ssl_context,
-                reuse_port=reuse_port or None,
-                use_aiofastnet=False,  # uvloop's transports, as the websockets backend
-            )
-        else:
-            self._server = await self._loop.create_server(
-                lambda: CallConnection(self),
-                self.config.host,
-                self.config.port,
-                ssl=ssl_context,
-                reuse_port=reuse_port or None,
-            )
+        try:
+            if self.transport_name == "picows":
+                self._server = await self._picows_server(ssl_context, reuse_port)
+            else:
+                self._server = await self._loop.create_server(
+                    lambda: CallConnection(self),
+                    self.config.host,
+                    self.config.port,
+                    ssl=ssl_context,
+                    reuse_port=reuse_port or None,
+                )
+        except OSError as exc:  # port taken, privileged, address not here: one line, exit 2
+            raise bind_error(self.config.host, self.config.port, exc) from exc
         self._tick_due = self._loop.time() + self._sample_period_s
         self._tick = self._loop.call_at(self._tick_due, self._on_tick)
+
+    async def _picows_server(
+        self, ssl_context: ssl.SSLContext | None, reuse_port: bool
+    ) -> asyncio.Server:
+        try:
+            from bridge.transport.picows_server import serve as picows_serve  # noqa: PLC0415
+        except ImportError as exc:
+            option = self.config.option("transport", "picows")
+            raise ConfigError(f"{option}: picows cannot be imported ({exc})") from exc
+        connection = picows_connection_class()
+        return await picows_serve(
+            lambda: connection(self),
+            self.config.host,
+            self.config.port,
+            max_size=self.config.max_message_bytes,
+            ssl=ssl_context,
+            reuse_port=reuse_port or None,
+            use_aiofastnet=False,  # uvloop's transports, as the websockets backend
+        )
 
     async def drain(self, seconds: float, hurry: asyncio.Event | None = None) -> None:
         """Refuse new calls (503, /ready 503), let active ones run up to ``seconds``, then
@@ -642,6 +651,7 @@ async def serve(
                 **phone_url(config, server.port),
             },
         )
+        print_banner(config, server.port)  # at a terminal only: what to do next
     await stop.wait()
     stop.clear()
     log.info(

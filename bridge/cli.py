@@ -9,9 +9,9 @@ Import rule: may import anything in the package; nothing imports it.
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Sequence

@@ -39,9 +39,12 @@ from bridge.units import FRAME_NS, MS, frame_bytes, frame_samples
 log = logging.getLogger("bridge.call")
 
 INBOUND_QUEUE_FRAMES = 50
+#: A writer waiting for room in play() is woken once this much room is free (100 ms).
+ROOM_WAKE_FRAMES = 5
 EVENT_QUEUE_MAX = 256
 DEVIATION_BUCKETS = 256
 DEVIATION_BUCKET_MS = 0.25
+_DEVIATION_BUCKET_NS = 250_000
 _ID_KEYS = ("call", "call_id", "uuid", "conversation_uuid")
 
 Handler = Callable[["Call"], Awaitable[None]]
@@ -49,6 +52,9 @@ Handler = Callable[["Call"], Awaitable[None]]
 InboundTap = Callable[[bytes], None]
 #: Sees every frame sent to Vonage and its slot on the 20 ms send schedule.
 OutboundTap = Callable[[bytes, int], None]
+#: Takes caller audio synchronously, one exact 20 ms frame of 16-bit PCM at ``pipeline_rate``
+#: at a time (see :meth:`Call.on_audio`).
+AudioSink = Callable[[bytes], None]
 
 
 class CallIO(Protocol):
@@ -127,6 +133,11 @@ class _Inbox(Generic[T]):
         self._closed = True
         self._wake()
 
+    def take_all(self) -> list[T]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
@@ -189,12 +200,18 @@ class Call:
             PlayoutBuffer(playout_max_ms), self._send_frame, self._send_marker
         )
         self._stream.on_room = self._on_room
+        buffer_frames = self._stream.buffer.max_frames
+        self._room_wake_frames = max(1, min(ROOM_WAKE_FRAMES, buffer_frames // 4))
         #: The schedule's time origin: slot ``k`` plays from ``start_ns + k * 20 ms``.
         self.start_ns = self._stream.start_ns
         self.clock = self._clock
         self._heard = HeardPosition(self._stream, self.rate, frame_samples(self.rate))
         self._in_tap: InboundTap | None = None
         self._out_tap: OutboundTap | None = None
+        self._sink: AudioSink | None = None
+        self._max_gap_ns = 0
+        self._now_ns: int | None = None
+        self._ended_waiter: asyncio.Future[None] | None = None
         self._end_callbacks: list[Callable[[], None]] = []
         # Frames that arrived with the first message, before the handler could add a tap:
         # kept until the handler reads audio() (a tap added before that sees them first).
@@ -222,9 +239,21 @@ class Call:
         frames (the remainder waits for the next call, or is padded by :meth:`flush`) and sent
         on the pacing schedule.
         """
-        samples = to_samples(audio) if isinstance(audio, bytes | bytearray) else audio
         if self._hung_up or self._ended:
             return
+        if (
+            self._same_rate
+            and type(audio) is bytes
+            and len(audio) == self._frame_bytes
+            and not self._out_framer.pending_samples
+        ):
+            # A whole frame at the call's rate stays bytes: no array round trip.
+            while self._stream.buffer.room <= 0 and not self._ended:
+                await self._wait_room()
+            if not self._ended:
+                self._scheduler.push(self._stream, audio)
+            return
+        samples = to_samples(audio) if isinstance(audio, bytes | bytearray) else audio
         out = samples if self._same_rate else self._resample_out.process(samples)
         for frame in self._out_framer.push(out):
             while self._stream.buffer.room <= 0 and not self._ended:
@@ -232,6 +261,48 @@ class Call:
             if self._ended:
                 return
             self._scheduler.push(self._stream, to_bytes(frame))
+
+    def on_audio(self, sink: AudioSink) -> None:
+        """Take caller audio synchronously instead of iterating :meth:`audio`.
+
+        ``sink`` is called from the socket's read with every frame, as 16-bit PCM bytes at
+        ``pipeline_rate`` (at the call's own rate: the very bytes Vonage sent). It must not
+        block. This is how the built-in modes run: no task wakes per frame. Frames that
+        arrived before it was set are handed over first.
+        """
+        self._early_in = None
+        for samples in self._audio.take_all():
+            sink(to_bytes(samples))
+        self._sink = sink
+
+    def play_now(self, audio: Samples | bytes) -> None:
+        """:meth:`play` without waiting, for synchronous handlers (see :meth:`on_audio`).
+
+        When the outbound queue (``--playout-max-ms``) is full the oldest queued frame is
+        dropped and counted, where :meth:`play` would wait.
+        """
+        if self._hung_up or self._ended:
+            return
+        if (
+            self._same_rate
+            and type(audio) is bytes
+            and len(audio) == self._frame_bytes
+            and not self._out_framer.pending_samples
+        ):
+            self._scheduler.push(self._stream, audio, self._now_ns)  # a whole frame, as it is
+            return
+        samples = to_samples(audio) if isinstance(audio, bytes | bytearray) else audio
+        out = samples if self._same_rate else self._resample_out.process(samples)
+        for frame in self._out_framer.push(out):
+            self._scheduler.push(self._stream, to_bytes(frame))
+
+    async def wait_ended(self) -> None:
+        """Until the call ends (the caller hangs up, or :meth:`hangup`)."""
+        if self._ended:
+            return
+        if self._ended_waiter is None:
+            self._ended_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._ended_waiter)
 
     async def flush(self) -> None:
         """Send the last partial frame, zero-padded (end of a prompt or of the call).
@@ -331,10 +402,33 @@ class Call:
 
     # --- the transport's side ----------------------------------------------------------
 
-    def feed_audio(self, data: bytes) -> None:
-        """A binary message from Vonage: re-framed, measured, resampled, queued."""
-        now = self._clock.now_ns()
-        for frame in self._in_framer.push(data):
+    def feed_audio(self, data: bytes, now_ns: int | None = None) -> None:
+        """A binary message from Vonage: re-framed, measured, resampled, handed on.
+
+        ``now_ns``: when it arrived (the connection reads the clock once per read). At the
+        call's own rate a whole frame stays the bytes object that arrived, end to end.
+        """
+        now = self._clock.now_ns() if now_ns is None else now_ns
+        frames = self._in_framer.push(data)
+        sink = self._sink
+        if sink is not None:
+            self._now_ns = now  # what the sink's play_now takes as "now": one clock reading
+            try:
+                for frame in frames:
+                    self._measure_arrival(now)
+                    self.stats.frames_in += 1
+                    if self._in_tap is not None:
+                        self._in_tap(frame)
+                    if self._same_rate:
+                        sink(frame)
+                    else:
+                        samples = self._resample_in.process(to_samples(frame))
+                        for piece in self._pipe_framer.push(samples):
+                            sink(to_bytes(piece))
+            finally:
+                self._now_ns = None
+            return
+        for frame in frames:
             self._measure_arrival(now)
             self.stats.frames_in += 1
             if self._in_tap is not None:
@@ -370,6 +464,9 @@ class Call:
         self._audio.close()
         self._events.close()
         self._on_room()
+        waiter, self._ended_waiter = self._ended_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         callbacks, self._end_callbacks = self._end_callbacks, []
         for callback in callbacks:
             try:
@@ -401,13 +498,19 @@ class Call:
         await self._room_waiter
 
     def _on_room(self) -> None:
-        for name in ("_room_waiter", "_drain_waiter"):
-            waiter: asyncio.Future[None] | None = getattr(self, name)
-            if waiter is None:
-                continue
-            if name == "_drain_waiter" and self._stream.buffer and not self._ended:
-                continue
-            setattr(self, name, None)
+        # Called for every frame sent: cheap when nobody waits. A writer waiting in play()
+        # is woken once a few frames of room have opened (_room_wake_frames), not per frame,
+        # so a handler streaming a long prompt wakes every 100 ms rather than every 20 ms.
+        waiter = self._room_waiter
+        if waiter is not None and (
+            self._stream.buffer.room >= self._room_wake_frames or self._ended
+        ):
+            self._room_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        waiter = self._drain_waiter
+        if waiter is not None and (not self._stream.buffer or self._ended):
+            self._drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -418,16 +521,19 @@ class Call:
         if last is None:
             stats.first_arrival_ns = now_ns
             return
-        gap_ms = (now_ns - last) / MS
-        stats.max_gap_ms = max(stats.max_gap_ms, gap_ms)
-        if now_ns - last > 2 * FRAME_NS:
+        gap_ns = now_ns - last
+        if gap_ns > self._max_gap_ns:
+            self._max_gap_ns = gap_ns
+            stats.max_gap_ms = gap_ns / MS
+        if gap_ns > 2 * FRAME_NS:
             stats.inbound_gaps += 1
-            stats.pending_gaps_ms.append(gap_ms)
+            stats.pending_gaps_ms.append(gap_ns / MS)
         # RFC 3550 interarrival jitter against the nominal 20 ms spacing.
-        deviation = abs(gap_ms - FRAME_NS / MS)
-        stats.jitter_ms += (deviation - stats.jitter_ms) / 16
-        # 4 buckets per ms (DEVIATION_BUCKET_MS): one index, no allocation, per frame.
-        stats.deviation_counts[min(int(deviation * 4), DEVIATION_BUCKETS - 1)] += 1
+        deviation_ns = gap_ns - FRAME_NS if gap_ns > FRAME_NS else FRAME_NS - gap_ns
+        stats.jitter_ms += (deviation_ns / MS - stats.jitter_ms) / 16
+        # DEVIATION_BUCKET_MS buckets: one integer index, no allocation, per frame.
+        bucket = deviation_ns // _DEVIATION_BUCKET_NS
+        stats.deviation_counts[bucket if bucket < DEVIATION_BUCKETS else DEVIATION_BUCKETS - 1] += 1
 
     def summary(self) -> dict[str, Any]:
         """End-of-call figures for the log line."""

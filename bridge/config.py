@@ -52,6 +52,7 @@ __all__ = [
     "ModeSettings",
     "ProductionSettings",
     "ServerConfig",
+    "Transport",
     "add_config_arguments",
     "config_from",
     "env_name",
@@ -60,6 +61,7 @@ __all__ = [
 Mode = Literal["echo", "forward", "transcribe", "play"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "text", "json"]
+Transport = Literal["auto", "picows", "websockets"]
 
 #: Paths served as plain HTTP by the server (bridge/http.py); the websocket path cannot be one.
 HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event", "/phone")
@@ -109,6 +111,11 @@ class CoreSettings(Settings):
     )
     lenient: bool = setting(
         False, "buffer binary frames that arrive before the metadata instead of closing"
+    )
+    transport: Transport = setting(
+        "auto",
+        "websocket library under the connection layer: picows (C framing, fastest), "
+        "websockets (pure Python), or auto (picows when installed)",
     )
     log_level: LogLevel = setting("info", "log level")
     log_format: LogFormat = setting("auto", "text, json, or auto (text on a terminal)")

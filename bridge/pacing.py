@@ -113,9 +113,21 @@ class OutboundStream:
 
     def push(self, frame: bytes, now_ns: int) -> int | None:
         """Queue one exact frame and send what the schedule allows; returns the next wake."""
-        if not self.buffer:
+        buffer = self.buffer
+        if not buffer:
             self._resync(now_ns)
-        self.buffer.push(frame)
+            release = self.start_ns + self.next_slot * FRAME_NS - self.lead_ns
+            if release <= now_ns:
+                # Nothing queued and its slot is within the lead (an echo, a live stream):
+                # it leaves now, without a trip through the buffer.
+                lateness = now_ns - release - self.lead_ns
+                self.max_lateness_ns = max(self.max_lateness_ns, lateness)
+                self.send_frame(frame)
+                self.next_slot += 1
+                self.frames_sent += 1
+                self._after_send(True)
+                return None
+        buffer.push(frame)
         return self.pump(now_ns)
 
     def mark(self, payload: Any, now_ns: int) -> int | None:
@@ -213,15 +225,23 @@ class Scheduler:
         start = self.clock.now_ns() if start_ns is None else start_ns
         return OutboundStream(buffer, send_frame, send_marker, start, self.lead_ns)
 
-    def push(self, stream: OutboundStream, frame: bytes) -> None:
-        self._schedule(stream, stream.push(frame, self.clock.now_ns()))
+    def push(self, stream: OutboundStream, frame: bytes, now_ns: int | None = None) -> None:
+        """Queue ``frame`` on ``stream``; ``now_ns``: the caller's clock reading, if it has one."""
+        now = self.clock.now_ns() if now_ns is None else now_ns
+        wake = stream.push(frame, now)
+        if wake is not None:
+            self._schedule(stream, wake)
 
     def mark(self, stream: OutboundStream, payload: Any) -> None:
         self._schedule(stream, stream.mark(payload, self.clock.now_ns()))
 
-    def service(self, now_ns: int | None = None) -> int | None:
-        """Pump every stream that is due; returns the earliest future wake-up (or ``None``)."""
-        now = self.clock.now_ns() if now_ns is None else now_ns
+    def service(self, now_ns: int | None = None, early_ns: int = 0) -> int | None:
+        """Pump every stream that is due; returns the earliest future wake-up (or ``None``).
+
+        ``early_ns``: also serve what falls due within this much of now (sent that much
+        early), so one timer wake-up serves every call whose deadline is that close.
+        """
+        now = (self.clock.now_ns() if now_ns is None else now_ns) + early_ns
         self._armed_ns = None
         heap = self._heap
         while heap and heap[0][0] <= now:

@@ -16,10 +16,17 @@ sample the caller sent, in order; only the unconfirmed tail before a failure (at
 drops the oldest audio, counted and logged. ``max_attempts`` consecutive failed connections
 (a connection that got something confirmed resets the count) end the link for good.
 
-Nothing here blocks the event loop or waits on another call: each call owns one task.
+Built on bridge's connection layer (``bridge.transport.client``): messages are written
+synchronously as the call hands them over, pongs confirm synchronously as they arrive, and
+received messages go to ``on_message`` from the read itself. The one task per call only
+connects, backs off, and watches for a stall or the end: it does not wake per frame. The
+upgrade request can carry headers and subprotocols (``UpstreamOptions.headers``,
+``subprotocols``): what speech services authenticate with.
 
-Import rule: asyncio, websockets' client, the standard library; nothing else from bridge
-except ``bridge.__version__`` and ``bridge.units``.
+Nothing here blocks the event loop or waits on another call.
+
+Import rule: asyncio, websockets' exceptions, ``bridge.transport``, the standard library;
+nothing else from bridge except ``bridge.__version__`` and ``bridge.units``.
 """
 
 from __future__ import annotations
@@ -28,16 +35,16 @@ import asyncio
 import contextlib
 import logging
 import random
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
-from websockets.protocol import State
+from websockets.exceptions import WebSocketException
 
 from bridge import __version__
+from bridge.transport.client import ClientConnection, connect
 from bridge.units import FRAME_MS
 
 log = logging.getLogger("bridge.upstream")
@@ -62,6 +69,10 @@ class UpstreamOptions:
     timeout_s: float = 5.0
     #: How long, after the call ended, the link may take to deliver what is still buffered.
     drain_s: float = 2.0
+    #: Extra headers on the upgrade request (e.g. ``("Authorization", "Token KEY")``).
+    headers: tuple[tuple[str, str], ...] = ()
+    #: Subprotocols offered on the upgrade (``Sec-WebSocket-Protocol``), in order.
+    subprotocols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not FRAME_MS <= self.replay_max_ms < self.buffer_ms:
@@ -107,6 +118,9 @@ class _StalledError(Exception):
     """The upstream confirmed nothing for ``timeout_s`` while audio was waiting."""
 
 
+_PING = struct.Struct(">IQ")  # connection number, highest sequence number covered
+
+
 class UpstreamLink:
     """Streams one call's messages to the upstream, surviving its failures (module doc)."""
 
@@ -142,6 +156,7 @@ class UpstreamLink:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._conn: ClientConnection | None = None
         self.connected = False
 
     # --- the call's side -----------------------------------------------------------------
@@ -150,7 +165,7 @@ class UpstreamLink:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def send_audio(self, frame: bytes) -> None:
-        """Queue one 20 ms frame for the upstream; never blocks."""
+        """Queue one 20 ms frame for the upstream (sent at once when the link is up)."""
         self._append(frame)
 
     def send_text(self, text: str) -> None:
@@ -182,6 +197,27 @@ class UpstreamLink:
                 extra={"call_id": self._call_id, "undelivered_messages": left},
             )
 
+    # --- the connection's side (synchronous, from its reads) ------------------------------
+
+    def on_binary(self, data: bytes, now_ns: int) -> None:
+        self._received(data)
+
+    def on_text(self, text: str, now_ns: int) -> None:
+        self._received(text)
+
+    def _received(self, item: Item) -> None:
+        self.stats.messages_received += 1
+        try:
+            self._on_message(item)
+        except Exception:
+            log.exception("upstream message handler failed", extra={"call_id": self._call_id})
+
+    def _on_pong(self, data: bytes) -> None:
+        if len(data) != _PING.size:
+            return  # not one of ours
+        connection, seq = _PING.unpack(data)
+        self._confirm(seq, connection)
+
     # --- internals -----------------------------------------------------------------------
 
     def _append(self, item: Item) -> None:
@@ -194,7 +230,8 @@ class UpstreamLink:
         if len(self._items) > self._max_items:
             self._drop_oldest()
         self.stats.peak_buffer_frames = max(self.stats.peak_buffer_frames, len(self._items))
-        self._wake.set()
+        if self._conn is not None:
+            self._send_ready()
 
     def _drop_oldest(self) -> None:
         item = self._items.popleft()
@@ -224,7 +261,10 @@ class UpstreamLink:
         self._first_seq = seq + 1
         self._confirmed_this_connection = True
         self._progress_at = asyncio.get_running_loop().time()
-        self._wake.set()
+        if self._conn is not None:
+            self._send_ready()
+        if self._closing and self._drained():
+            self._wake.set()
 
     def _backoff_s(self, failures: int) -> float:
         delay_ms: int = min(BACKOFF_MAX_MS, self.options.backoff_ms << min(failures - 1, 20))
@@ -235,17 +275,18 @@ class UpstreamLink:
 
     async def _run(self) -> None:
         failures = 0
+        options = self.options
         while not (self._closing and self._drained()):
             try:
-                ws = await connect(
-                    self.options.url,
-                    open_timeout=self.options.timeout_s,
-                    compression=None,  # docs/lessons.md s.7: deflate costs CPU, buys nothing on PCM
-                    ping_interval=None,  # our own pings confirm audio (module doc)
-                    close_timeout=1,
+                conn = await connect(
+                    options.url,
+                    self,
+                    headers=options.headers,
+                    subprotocols=options.subprotocols or None,
+                    timeout_s=options.timeout_s,
                     max_size=MAX_MESSAGE_BYTES,
-                    proxy=None,
-                    user_agent_header=f"bridge/{__version__}",
+                    on_pong=self._on_pong,
+                    user_agent=f"bridge/{__version__}",
                 )
             except (OSError, TimeoutError, WebSocketException) as exc:
                 self.stats.failed_attempts += 1
@@ -260,10 +301,10 @@ class UpstreamLink:
                     },
                 )
             else:
-                if not await self._session(ws):
+                if not await self._session(conn):
                     return  # finished: everything delivered and confirmed
                 failures = 0 if self._confirmed_this_connection else failures + 1
-            if failures >= self.options.max_attempts:
+            if failures >= options.max_attempts:
                 self._give_up(failures)
                 return
             await self._sleep(self._backoff_s(max(failures, 1)))
@@ -293,10 +334,10 @@ class UpstreamLink:
         )
         self._on_give_up(self.stats.last_error or "upstream unavailable")
 
-    async def _session(self, ws: ClientConnection) -> bool:
+    async def _session(self, conn: ClientConnection) -> bool:
         """Run one connection; returns ``True`` to reconnect, ``False`` when all is done."""
+        loop = asyncio.get_running_loop()
         self._connection += 1
-        connection = self._connection
         self._confirmed_this_connection = False
         self._pinged_high = self._first_seq - 1
         self.stats.connects += 1
@@ -316,18 +357,19 @@ class UpstreamLink:
             )
         self._lost_run = 0
         self._next_send = self._first_seq
-        self._progress_at = asyncio.get_running_loop().time()
+        self._progress_at = loop.time()
         self.connected = True
-        reader = asyncio.get_running_loop().create_task(self._read(ws))
+        self._conn = conn
         try:
             if self._hello is not None:
-                await ws.send(self._hello)
+                conn.send_text(self._hello)
+            self._send_ready()
             while True:
                 if self._closing and self._drained():
-                    await ws.close(1000, "call ended")
+                    conn.close(1000, "call ended")
+                    await asyncio.wait({conn.lost}, timeout=1.0)
                     return False
-                await self._send_ready(ws, connection)
-                await self._wait(reader)
+                await self._wait(conn)
         except _StalledError:
             self.stats.stalls += 1
             self.stats.last_error = f"no pong for {self.options.timeout_s:g} s"
@@ -335,8 +377,7 @@ class UpstreamLink:
                 "upstream stalled: reconnecting",
                 extra={"call_id": self._call_id, "unconfirmed": self._next_send - self._first_seq},
             )
-            ws.transport.abort()
-        except (ConnectionClosed, OSError) as exc:
+        except ConnectionError as exc:
             self.stats.disconnects += 1
             self.stats.last_error = _one_line(exc)
             log.warning(
@@ -345,76 +386,76 @@ class UpstreamLink:
             )
         finally:
             self.connected = False
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
-                await reader  # (its error, if any, is why we got here: already reported)
-            if ws.state is not State.CLOSED:
-                ws.transport.abort()
+            self._conn = None
+            if not conn.lost.done():
+                conn.abort()
         return True
 
-    async def _send_ready(self, ws: ClientConnection, connection: int) -> None:
+    def _send_ready(self) -> None:
         """Send what the window allows, with pings that will confirm it."""
+        conn = self._conn
+        assert conn is not None
+        if not conn.is_open:
+            return
         while self._next_send < self._end_seq and self._next_send - self._first_seq < self._window:
             seq = self._next_send
             item = self._items[seq - self._first_seq]
             if seq == self._first_seq:  # nothing outstanding: the stall clock starts now
                 self._progress_at = asyncio.get_running_loop().time()
-            await ws.send(item)
-            self._next_send = seq + 1
             if isinstance(item, bytes):
+                conn.send_binary(item)
                 self.stats.frames_sent += 1
                 if seq <= self._sent_high:
                     self.stats.frames_resent += 1
             else:
+                conn.send_text(item)
                 self.stats.texts_sent += 1
+            self._next_send = seq + 1
             self._sent_high = max(self._sent_high, seq)
             if seq - self._pinged_high >= self._ping_every:
-                await self._ping(ws, seq, connection)
+                self._ping(conn, seq)
         if self._next_send - 1 > self._pinged_high:
             # Waiting now (window full or nothing left): make sure a pong is on its way.
-            await self._ping(ws, self._next_send - 1, connection)
+            self._ping(conn, self._next_send - 1)
 
-    async def _ping(self, ws: ClientConnection, seq: int, connection: int) -> None:
+    def _ping(self, conn: ClientConnection, seq: int) -> None:
         self._pinged_high = seq
-        waiter = asyncio.ensure_future(await ws.ping())
+        conn.ping(_PING.pack(self._connection, seq))
 
-        def done(future: asyncio.Future[float]) -> None:
-            if not future.cancelled() and future.exception() is None:
-                self._confirm(seq, connection)
+    async def _wait(self, conn: ClientConnection) -> None:
+        """Until the call ends, the connection does, or the upstream stalls.
 
-        waiter.add_done_callback(done)
-
-    async def _wait(self, reader: asyncio.Task[None]) -> None:
-        """Until something changes: new items, a confirmation, the reader ending, a stall."""
-        self._wake.clear()
-        if reader.done():
-            reader.result()  # re-raise why the connection ended
-            raise ConnectionClosed(None, None)
-        timeout = None
+        Sending and confirming happen in callbacks; this wakes only at the stall deadline
+        (then checks whether progress moved it) or when something ends.
+        """
+        if conn.lost.done() or not conn.is_open:
+            raise ConnectionError(_closed_why(conn))
+        loop = asyncio.get_running_loop()
+        timeout = self.options.timeout_s
         if self._next_send > self._first_seq:  # audio waits for a pong: stall deadline
-            timeout = self._progress_at + self.options.timeout_s - asyncio.get_running_loop().time()
+            timeout = self._progress_at + self.options.timeout_s - loop.time()
             if timeout <= 0:
                 raise _StalledError
-        wake = asyncio.ensure_future(self._wake.wait())
+        self._wake.clear()
+        wake: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
         try:
-            done, _ = await asyncio.wait(
-                {wake, reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            await asyncio.wait(
+                {wake, conn.lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             wake.cancel()
-        if not done:
-            raise _StalledError
-        if reader in done:
-            reader.result()
-            raise ConnectionClosed(None, None)
+        if conn.lost.done() or not conn.is_open:
+            raise ConnectionError(_closed_why(conn))
 
-    async def _read(self, ws: ClientConnection) -> None:
-        async for message in ws:
-            self.stats.messages_received += 1
-            try:
-                self._on_message(message)
-            except Exception:
-                log.exception("upstream message handler failed", extra={"call_id": self._call_id})
+
+def _closed_why(conn: ClientConnection) -> str:
+    proto = conn.proto
+    rcvd = proto.close_rcvd
+    if rcvd is not None:
+        return f"closed by the upstream: {rcvd.code} {rcvd.reason}".strip()
+    if proto.close_sent is not None:
+        return f"closed: {proto.close_sent.code} {proto.close_sent.reason}".strip()
+    return "connection dropped without a close frame"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -27,6 +27,9 @@ from bridge.handlers import echo
 from bridge.server import BridgeServer
 
 TIME_SCALE = float(os.environ.get("BRIDGE_TEST_TIME_SCALE", "1.0"))
+#: The websocket backend every server in the tests runs on (``--transport``): CI runs the
+#: integration suite once per backend (``BRIDGE_TRANSPORT=websockets`` / ``picows``).
+TRANSPORT = os.environ.get("BRIDGE_TRANSPORT", "auto")
 ROOT = Path(__file__).resolve().parent.parent
 #: Speech and other fixtures, made once and committed (tests/data/README.md says how).
 DATA = ROOT / "tests" / "data"
@@ -73,7 +76,7 @@ async def running_server(
     handler: Handler = echo, **settings: object
 ) -> AsyncIterator[BridgeServer]:
     """A real bridge server on 127.0.0.1, port chosen by the OS, in this test's loop."""
-    config = ServerConfig(**{"port": 0, **settings})  # type: ignore[arg-type]
+    config = ServerConfig(**{"port": 0, "transport": TRANSPORT, **settings})  # type: ignore[arg-type]
     server = BridgeServer(config, handler)
     await server.start()
     try:

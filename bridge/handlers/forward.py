@@ -2,7 +2,7 @@
 
 Written with the public handler API only (plus ``bridge.upstream`` for the link):
 
-* caller audio (``call.audio()``) is resampled to the upstream's rate and sent as exact 20 ms
+* caller audio (``call.on_audio``, synchronously from the socket's read) is resampled to the upstream's rate and sent as exact 20 ms
   binary frames of 16-bit PCM through an :class:`~bridge.upstream.UpstreamLink`, which
   survives upstream failures without losing audio;
 * binary messages from the upstream, any size (odd byte counts carried over), are resampled
@@ -188,6 +188,7 @@ class Forwarder:
         self.call = call
         self.rate = settings.upstream_rate or call.rate
         self._to_upstream = Resampler(call.pipeline_rate, self.rate)
+        self._direct = call.pipeline_rate == self.rate
         self._framer = SampleFramer(frame_samples(self.rate))
         self._from_upstream = Resampler(self.rate, call.pipeline_rate)
         self._odd_byte = b""
@@ -210,8 +211,9 @@ class Forwarder:
         self._player.start()
         events = asyncio.get_running_loop().create_task(self._pass_events())
         try:
-            async for frame in call.audio():
-                self._send(self._to_upstream.process(frame))
+            # Caller audio goes up from the socket's read, synchronously (no task per frame).
+            call.on_audio(self._on_caller_frame)
+            await call.wait_ended()
             self._send(self._to_upstream.flush())
             last = self._framer.flush()
             if last is not None:
@@ -234,6 +236,12 @@ class Forwarder:
                     **self.link.stats.summary(),
                 },
             )
+
+    def _on_caller_frame(self, frame: bytes) -> None:
+        if self._direct and not self._framer.pending_samples:
+            self.link.send_audio(frame)  # same rate both sides: the caller's bytes as they are
+        else:
+            self._send(self._to_upstream.process(to_samples(frame)))
 
     def _send(self, samples: Samples) -> None:
         for frame in self._framer.push(samples):

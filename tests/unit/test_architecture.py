@@ -33,8 +33,9 @@ CORE_PREFIXES = (
     "bridge.logs",
 )
 WEBSOCKETS_ALLOWED = ("bridge.server", "bridge.simulator", "bridge.transport", "bridge.upstream")
-#: The one client a handler may reach: forward mode's reconnecting upstream link.
-HANDLER_NETWORK = ("bridge.upstream",)
+#: The one client a handler may reach: forward mode's reconnecting upstream link, and the
+#: connection layer it is built on.
+HANDLER_NETWORK = ("bridge.upstream", "bridge.transport")
 SOXR_ALLOWED = ("bridge.audio.resample",)
 
 

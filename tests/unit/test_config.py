@@ -73,6 +73,7 @@ def test_every_field_can_come_from_cli_or_env() -> None:
         "first_message_timeout_s": ("2.5", 2.5),
         "log_level": ("debug", "debug"),
         "log_format": ("json", "json"),
+        "transport": ("websockets", "websockets"),
         # call modes
         "upstream": ("wss://stt.example/v1?lang=en", "wss://stt.example/v1?lang=en"),
         "upstream_rate": ("16000", 16000),

@@ -54,7 +54,10 @@ def banner_lines(config: ServerConfig, port: int, program: str = "bridge") -> li
     http = "https" if config.tls_cert else "http"
     local = display_address(_ANY.get(config.host, config.host), port)
     socket_url = f"{scheme}://{local}{config.path}"
-    lines = [f"bridge is listening: {socket_url} (mode {config.mode})"]
+    mode: str = config.call_mode
+    if config.upstream_dialect != "raw":
+        mode = f"{mode} to {config.upstream_dialect}"
+    lines = [f"bridge is listening: {socket_url} (mode {mode})"]
     call = f"{program} call {socket_url} --seconds 5"
     if config.token:
         call += " --http-header 'Authorization: Bearer YOUR_TOKEN'"

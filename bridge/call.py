@@ -100,6 +100,11 @@ class UpstreamCounters(Protocol):
     frames_resent: int
     frames_backlog: int
     frames_lost: int
+    #: Milliseconds per counted item (20, or a service's chunk length).
+    chunk_ms: int
+    #: The dialect (``raw`` or a service) and the errors it reported, by reason.
+    source: str
+    service_errors: dict[str, int]
 
 
 @dataclass
@@ -405,6 +410,16 @@ class Call:
     def heard_samples(self) -> int:
         """As :attr:`heard_ms`, in samples at the call's rate."""
         return self._heard.heard_samples(self._clock.now_ns())
+
+    @property
+    def outbound_samples(self) -> int:
+        """Where audio played now would start on the caller's timeline, in samples at the
+        call's rate: everything sent (less what a ``clear`` discarded) plus everything still
+        queued in bridge. Compare with :attr:`heard_samples` (a voice agent's barge-in tells
+        its service how much of an answer was heard)."""
+        heard = self._heard
+        queued = self._stream.buffer.frames * heard.frame_samples + self._out_framer.pending_samples
+        return heard.sent_samples - heard.discarded_samples + queued
 
     @property
     def sent_ms(self) -> int:

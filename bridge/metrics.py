@@ -14,14 +14,14 @@ worker's ``/metrics`` sums all of them (gauges of live processes only). Single-p
 keeps values in memory and adds the process collector (CPU, memory, open files).
 
 Import rule: standard library, ``prometheus_client``, ``bridge.units``, ``bridge.call`` (types
-only).
+only), ``bridge.transcript_post`` (its process-wide counters).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -36,6 +36,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from bridge.transcript_post import POST_STATS, PostStats
 from bridge.units import FRAME_MS
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class CallMeter:
     upstream_reconnects: int = 0
     upstream_replayed_ms: float = 0.0
     upstream_lost_ms: float = 0.0
+    service_errors: dict[str, int] = field(default_factory=dict)
 
 
 class Metrics:
@@ -165,12 +167,29 @@ class Metrics:
             "Caller audio the upstream never got (forward mode)",
             registry=r,
         )
+        self.service_errors = Counter(
+            "bridge_upstream_service_errors",
+            "Errors a speech service reported (error messages, closes, refusals), by service "
+            "and by the service's own reason",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.transcript_posts = Counter(
+            "bridge_transcript_posts",
+            "Final transcripts for --transcript-url: sent, failed after retries, or dropped "
+            "from a full queue",
+            ["result"],
+            registry=r,
+        )
+        self._posts_seen = PostStats()
         self.loop_lag = Histogram(
             "bridge_event_loop_lag_seconds",
             "How late a periodic event-loop callback ran",
             buckets=_FINE_BUCKETS,
             registry=r,
         )
+        for result in ("sent", "failed", "dropped"):
+            self.transcript_posts.labels(result)
         for outcome in OUTCOMES:
             self.calls.labels(outcome)
         for reason in REFUSALS:
@@ -199,6 +218,13 @@ class Metrics:
             lost_ms += lost - seen.upstream_lost_ms
             seen.upstream_reconnects, seen.upstream_replayed_ms = rec, rep
             seen.upstream_lost_ms = lost
+            link = call.upstream_stats
+            if link is not None and link.service_errors:
+                for reason, count in link.service_errors.items():
+                    new = count - seen.service_errors.get(reason, 0)
+                    if new > 0:
+                        self.service_errors.labels(link.source, reason).inc(new)
+                        seen.service_errors[reason] = count
             gaps = stats.pending_gaps_ms
             while gaps:
                 self.gaps.observe(gaps.popleft() / 1000)
@@ -222,6 +248,17 @@ class Metrics:
             self.upstream_replayed.inc(replayed_ms / 1000)
         if lost_ms > 0:
             self.upstream_lost.inc(lost_ms / 1000)
+        self._sample_posts()
+
+    def _sample_posts(self) -> None:
+        """The process's transcript POST counters (``bridge.transcript_post``)."""
+        seen = self._posts_seen
+        for name in ("sent", "failed", "dropped"):
+            new = getattr(POST_STATS, name) - getattr(seen, name)
+            if new > 0:
+                self.transcript_posts.labels(name).inc(new)
+        for f in fields(PostStats):
+            setattr(seen, f.name, getattr(POST_STATS, f.name))
 
     def exposition(self) -> bytes:
         """The text format for ``GET /metrics``: this process, or all workers' files."""
@@ -238,8 +275,9 @@ def _upstream_figures(link: UpstreamCounters | None) -> tuple[int, float, float]
         return 0, 0.0, 0.0
     reconnects = max(0, link.connects - 1)
     # Replayed: audio sent after a reconnect, whether resent (unconfirmed) or held back.
-    replayed_ms = float(link.frames_resent + link.frames_backlog) * FRAME_MS
-    lost_ms = float(link.frames_lost) * FRAME_MS
+    chunk_ms = getattr(link, "chunk_ms", FRAME_MS)
+    replayed_ms = float(link.frames_resent + link.frames_backlog) * chunk_ms
+    lost_ms = float(link.frames_lost) * chunk_ms
     return reconnects, replayed_ms, lost_ms
 
 

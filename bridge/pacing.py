@@ -131,7 +131,14 @@ class OutboundStream:
         return self.pump(now_ns)
 
     def mark(self, payload: Any, now_ns: int) -> int | None:
-        """Queue a notify marker behind the audio queued so far."""
+        """Queue a notify marker behind the audio queued so far.
+
+        On an idle stream the marker's place on the grid is now (the slot the next frame will
+        take), not the stale slot after the last frame sent long ago: the play-out position
+        (``bridge.heard``) measures Vonage's lag from it.
+        """
+        if not self.buffer:
+            self._resync(now_ns)
         self.buffer.mark(payload)
         return self.pump(now_ns)
 

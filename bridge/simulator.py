@@ -181,6 +181,10 @@ class CallOptions:
     twilio_auth_token: str | None = None
     #: Telnyx: send this stream auth token (``x-telnyx-streaming-auth-token``).
     telnyx_token: str | None = None
+    #: No frames from ``pause_at_s`` for ``pause_s`` seconds: a held or muted leg, a stalled
+    #: network (the schedule goes on; the frames of the pause are never sent).
+    pause_at_s: float = 0.0
+    pause_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rate not in SUPPORTED_RATES:
@@ -193,6 +197,8 @@ class CallOptions:
             raise ConfigError(f"DTMF digits must be 0-9, * or #, got {bad[0]!r}")
         if self.dtmf_at_s < 0 or self.linger_s < 0:
             raise ConfigError("dtmf-at and linger must be >= 0")
+        if not (0 <= self.pause_at_s < math.inf and 0 <= self.pause_s < math.inf):
+            raise ConfigError("pause-at and pause must be >= 0")
         if not self.connect_timeout_s > 0:
             raise ConfigError("connect timeout must be positive")
         if self.wav is not None and self.tone_hz is not None:
@@ -355,6 +361,9 @@ class CallReport:
     notifies_dropped: int = 0
     unknown_commands: int = 0
     frames_cleared: int = 0
+    #: At each ``clear``: how much of the audio received so far had played (ms), i.e. what
+    #: the caller had heard when the clear arrived (cleared audio never plays).
+    heard_at_clears_ms: tuple[float, ...] = ()
     playback_overflow_frames: int = 0
     playback_peak_ms: int = 0
     close_code: int | None = None
@@ -650,6 +659,12 @@ class _Call:
         self.unknown_commands = 0
         self.play_end_ns = 0
         self.frames_cleared = 0
+        self.cleared_ns = 0
+        self.heard_at_clears_ms: list[float] = []
+        self.pause_from = (
+            _scale_ns(opts.pause_at_s) // FRAME_NS if opts.pause_s > 0 else self.n_frames
+        )
+        self.pause_until = self.pause_from + _scale_ns(opts.pause_s) // FRAME_NS
         self.playback_overflow = 0
         self.playback_peak_ns = 0
         self.notify_timers: dict[int, asyncio.TimerHandle] = {}
@@ -696,7 +711,8 @@ class _Call:
                 self.dtmf_sent += 1
             if k >= n or deadline > horizon_ns:
                 break
-            self._send_frame(conn, k, deadline, now)
+            if not self.pause_from <= k < self.pause_until:
+                self._send_frame(conn, k, deadline, now)
             k += 1
             deadline += FRAME_NS
         self.next_k = k
@@ -865,16 +881,29 @@ class _Call:
         if conn is None:
             return
         if command.action == "clear":
-            self.clears += 1
-            if self.play_end_ns > now:
-                self.frames_cleared += -(-(self.play_end_ns - now) // FRAME_NS)
-            self.play_end_ns = now
+            self._clear_playback(now)
             # docs/protocol.md s.5: after a clear, a pending notify may never come.
             self.notifies_dropped += len(self.notify_timers)
             self._cancel_notifies()
             conn.send_text(build_cleared_event())
             return
         self._answer_when_played(conn, build_notify_event(command.payload), now)
+
+    def _clear_playback(self, now: int) -> None:
+        """A clear: the playback buffer is emptied; what had been heard by then is noted."""
+        self.clears += 1
+        pending_ns = max(0, self.play_end_ns - now)
+        played_ns = (
+            (self.frames_received - self.playback_overflow) * FRAME_NS
+            - pending_ns
+            - self.cleared_ns
+        )
+        if len(self.heard_at_clears_ms) < _MAX_EVENTS_KEPT:
+            self.heard_at_clears_ms.append(round(played_ns / MS, 1))
+        self.cleared_ns += pending_ns
+        if self.play_end_ns > now:
+            self.frames_cleared += -(-(self.play_end_ns - now) // FRAME_NS)
+        self.play_end_ns = now
 
     def _answer_when_played(self, conn: _Connection, answer: str, now: int) -> None:
         """A notify (mark): answered once playback reaches it, at once if nothing is queued."""
@@ -934,10 +963,7 @@ class _Call:
         if command.kind == "mark":
             self._answer_when_played(conn, link.peer.mark_done(command.name), now)
             return
-        self.clears += 1
-        if self.play_end_ns > now:
-            self.frames_cleared += -(-(self.play_end_ns - now) // FRAME_NS)
-        self.play_end_ns = now
+        self._clear_playback(now)
         if link.peer.marks_back_on_clear:  # Twilio, Telnyx: queued marks come back at once
             for key in sorted(self.notify_answers):
                 conn.send_text(self.notify_answers[key])
@@ -1078,6 +1104,7 @@ class _Call:
             notifies_dropped=self.notifies_dropped,
             unknown_commands=self.unknown_commands,
             frames_cleared=self.frames_cleared,
+            heard_at_clears_ms=tuple(self.heard_at_clears_ms),
             playback_overflow_frames=self.playback_overflow,
             playback_peak_ms=self.playback_peak_ns // MS,
             close_code=code,
@@ -1556,6 +1583,20 @@ def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
         help="when the first DTMF digit is sent (default %(default)s)",
     )
     parser.add_argument(
+        "--pause-at",
+        type=float,
+        default=defaults.pause_at_s,
+        metavar="SECONDS",
+        help="stop sending audio at this point of the call (with --pause)",
+    )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=defaults.pause_s,
+        metavar="SECONDS",
+        help="send no audio for this long from --pause-at, as a held leg (default none)",
+    )
+    parser.add_argument(
         "--linger",
         type=float,
         default=defaults.linger_s,
@@ -1629,6 +1670,8 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
         tone_hz=args.tone,
         dtmf=args.dtmf,
         dtmf_at_s=args.dtmf_at,
+        pause_at_s=args.pause_at,
+        pause_s=args.pause,
         linger_s=args.linger,
         stamp=not args.no_stamp,
         record=args.record,

@@ -33,7 +33,7 @@ def output_dirs(config: ModeSettings) -> dict[str, str]:
     dirs: dict[str, str] = {}
     if config.record_dir:
         dirs["record_dir"] = config.record_dir
-    if config.transcripts and (config.mode in ("forward", "transcribe") or config.transcribe):
+    if config.transcripts and (config.call_mode in ("forward", "transcribe") or config.transcribe):
         dirs["transcripts"] = config.transcripts
     return dirs
 

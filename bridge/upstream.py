@@ -23,6 +23,15 @@ connects, backs off, and watches for a stall or the end: it does not wake per fr
 upgrade request can carry headers and subprotocols (``UpstreamOptions.headers``,
 ``subprotocols``): what speech services authenticate with.
 
+A :class:`Wire` (a speech service's dialect, ``bridge.services``) decides what goes on the
+wire: its ``opening`` messages on every new connection (the setup, sent again after a
+reconnect), each audio chunk encoded as it is *sent* (binary, or base64 in JSON; chunks of
+``chunk_ms``), a keep-alive after ``keepalive_s`` without sending anything, audio held until
+the handler reports the service ready (``ready()``), and at the end a ``closing`` message
+after which the link waits (up to ``end_timeout_s``) for the service's last results
+(``ended()``, or the service closing) instead of closing at once. A wire that does not
+``resume`` makes a reconnect a new session: what was buffered is dropped, counted and logged.
+
 Nothing here blocks the event loop or waits on another call.
 
 Import rule: asyncio, websockets' exceptions, ``bridge.transport``, the standard library;
@@ -38,10 +47,10 @@ import random
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from bridge import __version__
 from bridge.transport.client import ClientConnection, connect
@@ -69,21 +78,53 @@ class UpstreamOptions:
     timeout_s: float = 5.0
     #: How long, after the call ended, the link may take to deliver what is still buffered.
     drain_s: float = 2.0
-    #: Extra headers on the upgrade request (e.g. ``("Authorization", "Token KEY")``).
-    headers: tuple[tuple[str, str], ...] = ()
+    #: Extra headers on the upgrade request (e.g. ``("Authorization", "Token KEY")``); kept
+    #: out of ``repr``: they carry credentials.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     #: Subprotocols offered on the upgrade (``Sec-WebSocket-Protocol``), in order.
-    subprotocols: tuple[str, ...] = ()
+    subprotocols: tuple[str, ...] = field(default=(), repr=False)
+    #: Length of each audio message (a service may want other than 20 ms, e.g. 50 ms).
+    chunk_ms: int = FRAME_MS
+    #: After a wire's ``closing`` message: how long the service may take to send its last
+    #: results and close (on top of ``drain_s``).
+    end_timeout_s: float = 3.0
 
     def __post_init__(self) -> None:
-        if not FRAME_MS <= self.replay_max_ms < self.buffer_ms:
-            raise ValueError("need 20 ms <= replay_max_ms < buffer_ms")
+        if not self.chunk_ms <= self.replay_max_ms < self.buffer_ms:
+            raise ValueError("need chunk_ms <= replay_max_ms < buffer_ms")
+        if self.chunk_ms < 1 or self.end_timeout_s < 0:
+            raise ValueError("chunk_ms must be positive, end_timeout_s not negative")
         if self.max_attempts < 1 or self.backoff_ms < 1 or not self.timeout_s > 0:
             raise ValueError("max_attempts, backoff_ms and timeout_s must be positive")
 
 
+class Wire(Protocol):
+    """What a service dialect tells the link (``bridge.services.base.Dialect`` is one)."""
+
+    @property
+    def binary_audio(self) -> bool: ...
+
+    @property
+    def keepalive_s(self) -> float | None: ...
+
+    @property
+    def wait_ready(self) -> bool: ...
+
+    @property
+    def resume(self) -> bool: ...
+
+    def opening(self) -> list[str]: ...
+
+    def encode(self, pcm: bytes) -> bytes | str: ...
+
+    def keepalive(self) -> str | None: ...
+
+    def closing(self) -> str | None: ...
+
+
 @dataclass
 class UpstreamStats:
-    """One link's counters; audio in 20 ms frames (``*_ms`` in the summary)."""
+    """One link's counters; audio in chunks of ``chunk_ms`` (``*_ms`` in the summary)."""
 
     connects: int = 0
     failed_attempts: int = 0
@@ -103,19 +144,33 @@ class UpstreamStats:
     texts_sent: int = 0
     messages_received: int = 0
     peak_buffer_frames: int = 0
+    keepalives_sent: int = 0
+    #: Audio dropped because a reconnect started a new session (a wire that does not resume).
+    frames_new_session_dropped: int = 0
     gave_up: bool = False
     last_error: str | None = None
+    #: Errors the service reported, by its reason (set by the handler that parses them).
+    service_errors: dict[str, int] = field(default_factory=dict)
+    #: Milliseconds per audio item (the ``frames_*`` counters count items).
+    chunk_ms: int = FRAME_MS
+    #: What the upstream speaks (``raw``, or a service's dialect): a metrics label.
+    source: str = "raw"
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
+        chunk_ms = out.pop("chunk_ms")
+        del out["source"]
         for name in list(out):
             if name.startswith("frames_") or name == "peak_buffer_frames":
-                out[name.replace("frames", "ms")] = out.pop(name) * FRAME_MS
+                out[name.replace("frames", "ms")] = out.pop(name) * chunk_ms
+        if not out["service_errors"]:
+            del out["service_errors"]
         return out
 
 
 class _StalledError(Exception):
-    """The upstream confirmed nothing for ``timeout_s`` while audio was waiting."""
+    """The upstream confirmed nothing for ``timeout_s`` while audio was waiting (or never
+    said it was ready)."""
 
 
 _PING = struct.Struct(">IQ")  # connection number, highest sequence number covered
@@ -132,15 +187,24 @@ class UpstreamLink:
         on_give_up: Callable[[str], None],
         hello: str | None = None,
         call_id: str = "",
+        wire: Wire | None = None,
+        on_close: Callable[[int | None, str], None] | None = None,
+        redact: Callable[[str], str] | None = None,
+        on_refused: Callable[[int, str], None] | None = None,
     ) -> None:
         self.options = options
-        self.stats = UpstreamStats()
+        self.stats = UpstreamStats(chunk_ms=options.chunk_ms)
         self._on_message = on_message
         self._on_give_up = on_give_up
+        self._on_close = on_close
+        self._redact = redact
+        self._on_refused = on_refused
         self._hello = hello
+        self._wire = wire
+        self._encode = None if wire is None else wire.encode
         self._call_id = call_id
-        self._max_items = max(2, options.buffer_ms // FRAME_MS)
-        self._window = max(1, options.replay_max_ms // FRAME_MS)
+        self._max_items = max(2, options.buffer_ms // options.chunk_ms)
+        self._window = max(1, options.replay_max_ms // options.chunk_ms)
         self._ping_every = max(1, min(PING_EVERY_FRAMES, self._window // 2))
         # Unconfirmed messages: _items[i] has sequence number _first_seq + i.
         self._items: deque[Item] = deque()
@@ -158,6 +222,13 @@ class UpstreamLink:
         self._task: asyncio.Task[None] | None = None
         self._conn: ClientConnection | None = None
         self.connected = False
+        #: Audio may flow on this connection (a wire with ``wait_ready`` waits for ready()).
+        self._ready = True
+        self._ended = False
+        self._sent_items = 0  # items and keep-alives sent, for the keep-alive check
+        self._popped_ms = 0  # audio removed from the front of the buffer, confirmed or dropped
+        #: Where the current connection's audio starts in the call's audio sent upstream, ms.
+        self.connection_offset_ms = 0
 
     # --- the call's side -----------------------------------------------------------------
 
@@ -174,16 +245,34 @@ class UpstreamLink:
 
     @property
     def buffered_ms(self) -> int:
-        return sum(FRAME_MS for item in self._items if isinstance(item, bytes))
+        chunk_ms = self.options.chunk_ms
+        return sum(chunk_ms for item in self._items if isinstance(item, bytes))
+
+    def ready(self) -> None:
+        """The service said it is ready for audio (a wire with ``wait_ready``)."""
+        if self._ready:
+            return
+        self._ready = True
+        if self._conn is not None:
+            self._send_ready()
+
+    def ended(self) -> None:
+        """The service sent its last results after the wire's ``closing`` message."""
+        self._ended = True
+        self._wake.set()
 
     async def close(self) -> None:
-        """The call is over: deliver what is buffered (up to ``drain_s``), then close."""
+        """The call is over: deliver what is buffered, end the service's stream cleanly
+        (up to ``drain_s``, plus ``end_timeout_s`` for a wire with a closing message), close."""
         self._closing = True
         self._wake.set()
         task = self._task
         if task is None:
             return
-        done, _ = await asyncio.wait({task}, timeout=self.options.drain_s)
+        budget = self.options.drain_s
+        if self._wire is not None:
+            budget += self.options.end_timeout_s
+        done, _ = await asyncio.wait({task}, timeout=budget)
         if not done:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -240,6 +329,7 @@ class UpstreamLink:
         self._next_send = max(self._next_send, self._first_seq)
         if not isinstance(item, bytes):
             return
+        self._popped_ms += self.options.chunk_ms
         if seq <= self._sent_high:
             self.stats.frames_unconfirmed_dropped += 1
         else:
@@ -258,6 +348,7 @@ class UpstreamLink:
         for _ in range(n):
             if isinstance(self._items.popleft(), bytes):
                 self.stats.frames_confirmed += 1
+                self._popped_ms += self.options.chunk_ms
         self._first_seq = seq + 1
         self._confirmed_this_connection = True
         self._progress_at = asyncio.get_running_loop().time()
@@ -276,7 +367,12 @@ class UpstreamLink:
     async def _run(self) -> None:
         failures = 0
         options = self.options
+        wire = self._wire
         while not (self._closing and self._drained()):
+            # Set before connecting: the service may speak in the same read as its 101.
+            self._ready = wire is None or not wire.wait_ready
+            self._ended = False
+            self.connection_offset_ms = self._popped_ms
             try:
                 conn = await connect(
                     options.url,
@@ -290,7 +386,7 @@ class UpstreamLink:
                 )
             except (OSError, TimeoutError, WebSocketException) as exc:
                 self.stats.failed_attempts += 1
-                self.stats.last_error = _one_line(exc)
+                self.stats.last_error = self._scrub(_one_line(exc))
                 failures += 1
                 log.warning(
                     "upstream connection failed",
@@ -300,6 +396,9 @@ class UpstreamLink:
                         "error": self.stats.last_error,
                     },
                 )
+                if isinstance(exc, InvalidStatus) and self._on_refused is not None:
+                    status, words = _refusal(exc)
+                    self._on_refused(status, self._scrub(words))
             else:
                 if not await self._session(conn):
                     return  # finished: everything delivered and confirmed
@@ -322,6 +421,7 @@ class UpstreamLink:
         self.stats.gave_up = True
         dropped = sum(1 for item in self._items if isinstance(item, bytes))
         self.stats.frames_lost += dropped
+        self._popped_ms += dropped * self.options.chunk_ms
         self._items.clear()
         self._first_seq = self._next_send = self._end_seq
         log.error(
@@ -341,7 +441,10 @@ class UpstreamLink:
         self._confirmed_this_connection = False
         self._pinged_high = self._first_seq - 1
         self.stats.connects += 1
-        if self.stats.connects > 1:
+        wire = self._wire
+        if self.stats.connects > 1 and wire is not None and not wire.resume:
+            self._new_session()
+        elif self.stats.connects > 1:
             first_new = self._sent_high + 1 - self._first_seq
             resent = sum(1 for i in list(self._items)[:first_new] if isinstance(i, bytes))
             backlog = sum(1 for i in list(self._items)[first_new:] if isinstance(i, bytes))
@@ -350,36 +453,43 @@ class UpstreamLink:
                 "upstream reconnected",
                 extra={
                     "call_id": self._call_id,
-                    "replay_ms": resent * FRAME_MS,
-                    "backlog_ms": backlog * FRAME_MS,
-                    "lost_ms": self._lost_run * FRAME_MS,
+                    "replay_ms": resent * self.options.chunk_ms,
+                    "backlog_ms": backlog * self.options.chunk_ms,
+                    "lost_ms": self._lost_run * self.options.chunk_ms,
                 },
             )
         self._lost_run = 0
         self._next_send = self._first_seq
         self._progress_at = loop.time()
+        self.connection_offset_ms = self._popped_ms
         self.connected = True
         self._conn = conn
+        self._session_at = loop.time()
+        self._keepalive_mark = self._sent_items
+        keepalive_s = wire.keepalive_s if wire is not None else None
+        self._keepalive_at = None if keepalive_s is None else self._session_at + keepalive_s
         try:
             if self._hello is not None:
                 conn.send_text(self._hello)
+            for text in wire.opening() if wire is not None else ():
+                conn.send_text(text)
+                self.stats.texts_sent += 1
             self._send_ready()
             while True:
                 if self._closing and self._drained():
-                    conn.close(1000, "call ended")
-                    await asyncio.wait({conn.lost}, timeout=1.0)
+                    await self._finish(conn)
                     return False
                 await self._wait(conn)
-        except _StalledError:
+        except _StalledError as exc:
             self.stats.stalls += 1
-            self.stats.last_error = f"no pong for {self.options.timeout_s:g} s"
+            self.stats.last_error = str(exc) or f"no pong for {self.options.timeout_s:g} s"
             log.warning(
                 "upstream stalled: reconnecting",
                 extra={"call_id": self._call_id, "unconfirmed": self._next_send - self._first_seq},
             )
         except ConnectionError as exc:
             self.stats.disconnects += 1
-            self.stats.last_error = _one_line(exc)
+            self.stats.last_error = self._scrub(_one_line(exc))
             log.warning(
                 "upstream connection lost",
                 extra={"call_id": self._call_id, "error": self.stats.last_error},
@@ -389,21 +499,88 @@ class UpstreamLink:
             self._conn = None
             if not conn.lost.done():
                 conn.abort()
+            self._report_close(conn)
         return True
+
+    def _scrub(self, text: str) -> str:
+        """An error for the log, with every secret the handler knows of taken out."""
+        return text if self._redact is None else self._redact(text)
+
+    def _report_close(self, conn: ClientConnection) -> None:
+        if self._on_close is None:
+            return
+        rcvd = conn.proto.close_rcvd
+        try:
+            self._on_close(None if rcvd is None else rcvd.code, "" if rcvd is None else rcvd.reason)
+        except Exception:
+            log.exception("upstream close handler failed", extra={"call_id": self._call_id})
+
+    async def _finish(self, conn: ClientConnection) -> None:
+        """Everything is confirmed: end the service's stream cleanly, then close."""
+        closing = self._wire.closing() if self._wire is not None else None
+        if closing is not None and conn.is_open:
+            conn.send_text(closing)
+            self.stats.texts_sent += 1
+            wake: asyncio.Future[Any] | None = None
+            deadline = asyncio.get_running_loop().time() + self.options.end_timeout_s
+            while not self._ended and not conn.lost.done() and conn.is_open:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    log.warning(
+                        "upstream did not finish its stream in time",
+                        extra={"call_id": self._call_id, "timeout_s": self.options.end_timeout_s},
+                    )
+                    break
+                self._wake.clear()
+                wake = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait(
+                        {wake, conn.lost}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    wake.cancel()
+        if conn.is_open:
+            conn.close(1000, "call ended")
+        await asyncio.wait({conn.lost}, timeout=1.0)
+
+    def _new_session(self) -> None:
+        """A wire that cannot resume: this connection is a new session, the old audio goes."""
+        dropped = sum(1 for item in self._items if isinstance(item, bytes))
+        self.stats.frames_new_session_dropped += dropped
+        self._popped_ms += dropped * self.options.chunk_ms
+        self._items.clear()
+        self._first_seq = self._next_send = self._end_seq
+        self._sent_high = max(self._sent_high, self._end_seq - 1)
+        log.warning(
+            "upstream reconnected: a new session (the conversation so far is lost)",
+            extra={
+                "call_id": self._call_id,
+                "dropped_ms": dropped * self.options.chunk_ms,
+            },
+        )
 
     def _send_ready(self) -> None:
         """Send what the window allows, with pings that will confirm it."""
         conn = self._conn
         assert conn is not None
-        if not conn.is_open:
+        if not conn.is_open or not self._ready:
             return
+        encode = self._encode
         while self._next_send < self._end_seq and self._next_send - self._first_seq < self._window:
             seq = self._next_send
             item = self._items[seq - self._first_seq]
             if seq == self._first_seq:  # nothing outstanding: the stall clock starts now
                 self._progress_at = asyncio.get_running_loop().time()
+            self._sent_items += 1
             if isinstance(item, bytes):
-                conn.send_binary(item)
+                if encode is None:
+                    conn.send_binary(item)
+                else:
+                    message = encode(item)  # as it is sent: per connection (seq_no, base64)
+                    if type(message) is str:
+                        conn.send_text(message)
+                    else:
+                        conn.send_binary(message)  # type: ignore[arg-type]
                 self.stats.frames_sent += 1
                 if seq <= self._sent_high:
                     self.stats.frames_resent += 1
@@ -429,13 +606,22 @@ class UpstreamLink:
         (then checks whether progress moved it) or when something ends.
         """
         if conn.lost.done() or not conn.is_open:
-            raise ConnectionError(_closed_why(conn))
+            raise ConnectionError(self._scrub(_closed_why(conn)))
         loop = asyncio.get_running_loop()
+        now = loop.time()
         timeout = self.options.timeout_s
-        if self._next_send > self._first_seq:  # audio waits for a pong: stall deadline
-            timeout = self._progress_at + self.options.timeout_s - loop.time()
+        if not self._ready:  # the service has not said it is ready: bounded like a stall
+            timeout = self._session_at + self.options.timeout_s - now
             if timeout <= 0:
-                raise _StalledError
+                raise _StalledError(f"not ready after {self.options.timeout_s:g} s")
+        elif self._next_send > self._first_seq:  # audio waits for a pong: stall deadline
+            timeout = self._progress_at + self.options.timeout_s - now
+            if timeout <= 0:
+                raise _StalledError(f"no pong for {self.options.timeout_s:g} s")
+        if self._keepalive_at is not None:
+            if now >= self._keepalive_at:
+                self._keep_alive(conn, now)
+            timeout = min(timeout, self._keepalive_at - now)
         self._wake.clear()
         wake: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
         try:
@@ -445,7 +631,25 @@ class UpstreamLink:
         finally:
             wake.cancel()
         if conn.lost.done() or not conn.is_open:
-            raise ConnectionError(_closed_why(conn))
+            raise ConnectionError(self._scrub(_closed_why(conn)))
+
+    def _keep_alive(self, conn: ClientConnection, now: float) -> None:
+        """Nothing sent since the last check, ``keepalive_s`` ago: send the wire's keep-alive.
+
+        The link's task wakes once per ``keepalive_s`` for this, never per frame; so the first
+        keep-alive leaves between one and two intervals after the last audio, then one per
+        interval.
+        """
+        wire = self._wire
+        assert wire is not None and wire.keepalive_s is not None
+        self._keepalive_at = now + wire.keepalive_s
+        if self._sent_items != self._keepalive_mark or not self._ready:
+            self._keepalive_mark = self._sent_items
+            return
+        text = wire.keepalive()
+        if text is not None and conn.is_open:
+            conn.send_text(text)
+            self.stats.keepalives_sent += 1
 
 
 def _closed_why(conn: ClientConnection) -> str:
@@ -456,6 +660,17 @@ def _closed_why(conn: ClientConnection) -> str:
     if proto.close_sent is not None:
         return f"closed: {proto.close_sent.code} {proto.close_sent.reason}".strip()
     return "connection dropped without a close frame"
+
+
+def _refusal(exc: InvalidStatus) -> tuple[int, str]:
+    """The HTTP status of a refused upgrade and the service's words for it: an error header
+    (Deepgram's ``dg-error``) or the start of the body."""
+    response = exc.response
+    for name, value in response.headers.raw_items():
+        if name.lower().endswith("error"):
+            return response.status_code, " ".join(value.split())[:300]
+    body = response.body.decode("utf-8", "replace") if response.body else ""
+    return response.status_code, " ".join(body.split())[:300] or response.reason_phrase
 
 
 def _one_line(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -117,17 +118,23 @@ class _Mark:
     payload: Any
 
 
-class _Player:
+@dataclass(frozen=True, slots=True)
+class _Hook:
+    run: Callable[[], None]
+
+
+class Player:
     """Plays the upstream's audio into the call, in order with its notify markers.
 
     A queue of its own (rather than awaiting ``play`` in the link's reader) keeps the link
     reading while the call's outbound queue is full, so a ``clear`` sent after a long answer
-    takes effect at once instead of after the answer.
+    takes effect at once instead of after the answer. A hook (:meth:`put_hook`) runs when the
+    audio before it has been handed to the call: where the audio after it starts.
     """
 
     def __init__(self, call: Call) -> None:
         self._call = call
-        self._queue: deque[Samples | _Mark] = deque()
+        self._queue: deque[Samples | _Mark | _Hook] = deque()
         self._queued = 0
         self._max = PLAY_QUEUE_MAX_FRAMES * frame_samples(call.pipeline_rate)
         self._wake = asyncio.Event()
@@ -148,7 +155,7 @@ class _Player:
         self._queued += len(samples)
         while self._queued > self._max:
             for i, item in enumerate(self._queue):
-                if not isinstance(item, _Mark):
+                if not isinstance(item, _Mark | _Hook):
                     del self._queue[i]
                     self._queued -= len(item)
                     self.dropped_samples += len(item)
@@ -158,6 +165,15 @@ class _Player:
     def put_marker(self, payload: Any) -> None:
         self._queue.append(_Mark(payload))
         self._wake.set()
+
+    def put_hook(self, run: Callable[[], None]) -> None:
+        self._queue.append(_Hook(run))
+        self._wake.set()
+
+    @property
+    def queued_samples(self) -> int:
+        """Audio waiting here, not yet handed to the call (at the pipeline rate)."""
+        return self._queued
 
     def clear(self) -> None:
         """Barge-in: drop our queue and the call's, and tell Vonage to drop its buffer."""
@@ -176,6 +192,8 @@ class _Player:
             item = self._queue.popleft()
             if isinstance(item, _Mark):
                 call.notify(item.payload)
+            elif isinstance(item, _Hook):
+                item.run()
             else:
                 self._queued -= len(item)
                 await call.play(item)
@@ -193,7 +211,7 @@ class Forwarder:
         self._from_upstream = Resampler(self.rate, call.pipeline_rate)
         self._odd_byte = b""
         self._log = open_call_log(settings.log_dir, call)
-        self._player = _Player(call)
+        self._player = Player(call)
         hello = settings.hello
         self.link = UpstreamLink(
             settings.upstream,

@@ -23,10 +23,11 @@ from websockets.typing import Subprotocol
 from websockets.uri import WebSocketURI, parse_uri
 
 from bridge.pacing import Clock
-from bridge.transport.connection import DEFAULT_MAX_MESSAGE_BYTES, Connection
+from bridge.transport.connection import DEFAULT_MAX_MESSAGE_BYTES, Connection, CredentialFilter
 from bridge.transport.lifecycle import Event, Phase
 
 _ws_log = logging.getLogger("bridge.simulator.websocket")
+_ws_log.addFilter(CredentialFilter())  # no key in a debug log of the handshake
 
 HeaderItems = Mapping[str, str] | Iterable[tuple[str, str]]
 

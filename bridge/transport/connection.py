@@ -48,6 +48,64 @@ from bridge.transport.lifecycle import Event, Lifecycle, Phase
 
 log = logging.getLogger("bridge.transport")
 
+#: Headers whose values websockets' debug log may show; every other value (Authorization,
+#: a service's key header, a subprotocol carrying a token, a user's own header) is redacted.
+SAFE_HEADERS = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-accept",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "user-agent",
+        "server",
+        "date",
+        "content-type",
+        "content-length",
+        "cache-control",
+        "retry-after",
+        "origin",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-real-ip",
+    }
+)
+_SECRET_QUERY = ("token", "key", "jwt", "secret", "auth", "signature", "password")
+
+
+def _redact_path(path: str) -> str:
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    items = []
+    for item in query.split("&"):
+        name, eq, _ = item.partition("=")
+        secret = eq and any(word in name.lower() for word in _SECRET_QUERY)
+        items.append(f"{name}=[redacted]" if secret else item)
+    return f"{base}?{'&'.join(items)}"
+
+
+class CredentialFilter(logging.Filter):
+    """Keeps credentials out of websockets' debug log of the handshake (``--log-level
+    debug``): header values other than :data:`SAFE_HEADERS`, and credential-like query
+    values (``?token=``), are replaced by ``[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, tuple) or not args:
+            return True
+        if record.msg in ("> %s: %s", "< %s: %s") and len(args) == 2:
+            if str(args[0]).lower() not in SAFE_HEADERS:
+                record.args = (args[0], "[redacted]")
+        elif record.msg == "> GET %s HTTP/1.1" and len(args) == 1:
+            record.args = (_redact_path(str(args[0])),)
+        elif record.msg == "< %s %s %s" and len(args) == 3:
+            record.args = (args[0], _redact_path(str(args[1])), args[2])
+        return True
+
+
 #: How long the closing handshake may take before the socket is dropped.
 CLOSE_TIMEOUT_S = 2.0
 #: A peer whose unread data passes this is not reading: the connection is aborted.

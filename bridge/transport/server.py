@@ -20,10 +20,11 @@ from websockets.typing import Subprotocol
 
 from bridge.pacing import Clock
 from bridge.transport.base import CloseInfo, ServerSide
-from bridge.transport.connection import DEFAULT_MAX_MESSAGE_BYTES, Connection
+from bridge.transport.connection import DEFAULT_MAX_MESSAGE_BYTES, Connection, CredentialFilter
 from bridge.transport.lifecycle import Event, Phase
 
 _ws_log = logging.getLogger("bridge.websocket")
+_ws_log.addFilter(CredentialFilter())  # no key in a debug log of the handshake
 
 
 class ServerConnection(Connection, ServerSide):

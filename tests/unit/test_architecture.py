@@ -25,6 +25,7 @@ PACKAGE_DIR = ROOT / "bridge"
 CORE_PREFIXES = (
     "bridge.units",
     "bridge.protocol",
+    "bridge.services",
     "bridge.audio",
     "bridge.pacing",
     "bridge.errors",

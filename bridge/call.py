@@ -7,7 +7,7 @@ never touches a socket: the server gives it a :class:`CallIO` with three synchro
 methods, which keeps this module testable without a network.
 
 Import rule: asyncio, the standard library, ``bridge.audio``, ``bridge.protocol``,
-``bridge.pacing``, ``bridge.heard``, ``bridge.units``; never websockets.
+``bridge.pacing``, ``bridge.heard``, ``bridge.units``, ``bridge.watchdog``; never websockets.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bridge.protocol.vonage import (
     build_notify,
 )
 from bridge.units import FRAME_NS, MS, frame_bytes, frame_samples
+from bridge.watchdog import ACTIVE
 
 log = logging.getLogger("bridge.call")
 
@@ -541,9 +542,13 @@ class Call:
 
     def _send_frame(self, frame: bytes) -> None:
         self.stats.frames_out += 1
-        if self._out_tap is not None:
-            self._out_tap(frame, self._stream.next_slot)
-        self._send_audio(frame)
+        ACTIVE.call_id = self.id  # for the watchdog: a tap or a wire that blocks is this call's
+        try:
+            if self._out_tap is not None:
+                self._out_tap(frame, self._stream.next_slot)
+            self._send_audio(frame)
+        finally:
+            ACTIVE.call_id = None
         if self._chunked and self._idle_timer is None:
             self._arm_idle_check()
 

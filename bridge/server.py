@@ -193,6 +193,7 @@ class BridgeServer:
             self.config.host,
             self.config.port,
             max_size=self.config.max_message_bytes,
+            handshake_timeout_s=self.config.first_message_timeout_s,
             ssl=ssl_context,
             reuse_port=reuse_port or None,
             use_aiofastnet=False,  # uvloop's transports, as the websockets backend
@@ -309,6 +310,9 @@ class BridgeServer:
 
     def _metrics_text(self) -> bytes:
         self._sample()
+        if self._loop is not None:
+            self.metrics.tasks.set(len(asyncio.all_tasks(self._loop)))
+        self.metrics.connections.set(len(self.connections))
         return self.metrics.exposition()
 
 

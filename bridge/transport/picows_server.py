@@ -37,6 +37,8 @@ from picows import (
 )
 from picows import picows as _impl
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeader, ProtocolError
+from websockets.frames import Close
 from websockets.http11 import Request
 
 from bridge.pacing import Clock, MonotonicClock
@@ -62,6 +64,14 @@ READ_BUFFER_BYTES = 2048
 
 #: picows' own check of the upgrade headers (what it would answer 400 to after a 101 decision).
 _validate_upgrade_request: Callable[[WSUpgradeRequest], bytes] = _impl._validate_upgrade_request  # type: ignore[attr-defined]
+
+
+def _latin1(value: str) -> str:
+    """A header value as websockets reads it: bytes 0x80-0xFF (obs-text, RFC 9110 s.5.5) as
+    ISO-8859-1 characters; picows gives them as UTF-8, undecodable bytes as surrogates."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def _code(code: Any) -> int:
@@ -97,8 +107,17 @@ class PicowsServerConnection(WSListener, ServerSide):
         """What the listener factory returns: this listener (101) or an HTTP answer."""
         self._request = request
         self.on_connect()
-        headers = Headers([(str(k), str(v)) for k, v in request.headers.items()])
-        self.on_request(Request(request.path.decode("latin-1"), headers))
+        try:
+            headers = Headers([(str(k), _latin1(str(v))) for k, v in request.headers.items()])
+        except InvalidHeader as exc:  # a control character in a value: 400, as websockets
+            self.respond(
+                400,
+                f"Failed to open a WebSocket connection: {exc}.\n".encode(
+                    "ascii", "backslashreplace"
+                ),
+            )
+        else:
+            self.on_request(Request(request.path.decode("latin-1"), headers))
         decision = self._decision
         if decision is _ACCEPT:
             return self
@@ -154,6 +173,10 @@ class PicowsServerConnection(WSListener, ServerSide):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:  # picows passes them; no extension is on
+            if self.is_open:
+                self.fail(1002, "reserved bits must be 0")
+            return
         if kind == _BINARY and frame.fin and self._fragments is None:
             if self.is_open:  # (data after a close frame is ignored)
                 self.on_binary(frame.get_payload_as_bytes(), self.clock.now_ns())
@@ -241,8 +264,17 @@ class PicowsServerConnection(WSListener, ServerSide):
     # --- internals ---------------------------------------------------------------------------
 
     def _on_close_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        code = _code(frame.get_close_code())
-        reason = frame.get_close_reason() or ""
+        try:
+            # websockets' parser checks what picows does not: a code an endpoint may send
+            # (RFC 6455 s.7.4), a payload of 0 or 2+ bytes, a UTF-8 reason.
+            close = Close.parse(frame.get_payload_as_bytes())
+        except (ProtocolError, UnicodeDecodeError) as exc:
+            if self.is_open:
+                utf8 = isinstance(exc, UnicodeDecodeError)
+                self.fail(1007 if utf8 else 1002, f"invalid close frame: {exc}"[:120])
+            transport.disconnect()
+            return
+        code, reason = close.code, close.reason
         self._rcvd = (code, reason)
         if self.is_open:
             self.is_open = False
@@ -323,9 +355,14 @@ async def serve(
     port: int,
     *,
     max_size: int,
+    handshake_timeout_s: float = CLOSE_TIMEOUT_S,
     **kwargs: Any,
 ) -> asyncio.Server:
-    """Listen with picows; ``factory`` makes one connection object per request."""
+    """Listen with picows; ``factory`` makes one connection object per request.
+
+    ``handshake_timeout_s``: a connection whose request is not complete by then is dropped
+    (the websockets backend arms ``--first-message-timeout-s`` at connect, which also covers
+    the request; no connection object exists here before the request is whole)."""
 
     def listener(request: WSUpgradeRequest) -> Any:
         return factory().decide(request)
@@ -339,6 +376,7 @@ async def serve(
         host,
         port,
         max_frame_size=max_size,
+        websocket_handshake_timeout=handshake_timeout_s,
         enable_auto_pong=True,
         # picows' default is 16 KiB per connection; audio frames are under 1 KiB and the
         # buffer grows for a larger message, so 2 KiB keeps a call's memory small.

@@ -8,10 +8,14 @@ websockets backend (``bridge.transport.base.ServerSide``): the call server canno
 one carries it, and the integration suite runs against both.
 
 What picows does itself: the HTTP request parsing, the 101 (after :meth:`accept` said yes),
-pongs to pings, and failing a connection whose frames break RFC 6455 (bad masking, bad
-opcode, a control frame too long, a frame over ``max_size``: close 1002/1009, then TCP).
+and failing a connection whose frames break RFC 6455 (bad masking, bad opcode, a control
+frame too long, a frame over ``max_size``: close 1002/1009, then TCP). What it lets through,
+bridge checks here (found by the fuzzer, docs/reliability.md s.2): the upgrade's headers
+(websockets' own check, so both backends refuse alike), reserved bits on any frame (pings
+are answered here, after that check), and the peer's close frame (its code and reason).
 
-Import rule: asyncio, picows, websockets' data types, ``bridge.transport``, ``bridge.pacing``.
+Import rule: asyncio, picows, websockets' data types and its check of an upgrade request
+(``ServerProtocol.accept``), ``bridge.transport``, ``bridge.pacing``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeader, ProtocolError
 from websockets.frames import Close
 from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from bridge.pacing import Clock, MonotonicClock
 from bridge.transport.base import CloseInfo, ServerSide
@@ -51,12 +56,16 @@ from bridge.transport.connection import (
 from bridge.transport.lifecycle import Event, Lifecycle, Phase
 
 log = logging.getLogger("bridge.transport")
+#: websockets' handshake check logs nothing bridge does not log itself.
+_quiet = logging.getLogger("bridge.websocket.check")
+_quiet.propagate = False
 
 _BINARY = WSMsgType.BINARY
 _TEXT = WSMsgType.TEXT
 _CONT = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
 _PONG = WSMsgType.PONG
+_PING = WSMsgType.PING
 _ACCEPT = object()  # the decision "answer 101"
 #: Initial read buffer per connection (grows as needed).
 READ_BUFFER_BYTES = 2048
@@ -126,6 +135,17 @@ class PicowsServerConnection(WSListener, ServerSide):
         return WSUpgradeResponseWithListener(decision, None)
 
     def accept(self, request: Request) -> int:
+        # websockets' own check of the upgrade first (one Sec-WebSocket-Key of 16 bytes,
+        # version 13...): picows lets a second key or version 8 through. Its refusal is
+        # the websockets backend's, word for word.
+        verdict = ServerProtocol(logger=_quiet).accept(request)
+        if verdict.status_code != 101:
+            self.respond(
+                verdict.status_code,
+                verdict.body,
+                headers=[(k, v) for k, v in verdict.headers.raw_items() if k == "Upgrade"],
+            )
+            return int(verdict.status_code)
         try:
             assert self._request is not None
             _validate_upgrade_request(self._request)
@@ -182,6 +202,8 @@ class PicowsServerConnection(WSListener, ServerSide):
                 self.on_binary(frame.get_payload_as_bytes(), self.clock.now_ns())
         elif kind == _CLOSE:
             self._on_close_frame(transport, frame)
+        elif kind == _PING:  # answered here, not by picows: its reserved bits are checked above
+            transport.send_pong(frame.get_payload_as_bytes())
         elif kind == _PONG:
             self.on_pong(frame.get_payload_as_bytes())
         elif kind in (_BINARY, _TEXT, _CONT) and self.is_open:
@@ -377,7 +399,7 @@ async def serve(
         port,
         max_frame_size=max_size,
         websocket_handshake_timeout=handshake_timeout_s,
-        enable_auto_pong=True,
+        enable_auto_pong=False,  # on_ws_frame answers (after checking the frame)
         # picows' default is 16 KiB per connection; audio frames are under 1 KiB and the
         # buffer grows for a larger message, so 2 KiB keeps a call's memory small.
         read_buffer_init_size=READ_BUFFER_BYTES,

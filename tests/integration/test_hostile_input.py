@@ -122,17 +122,44 @@ async def test_the_callers_close_frame_is_checked_on_both_backends(
     assert _close_code(answer) in code
 
 
-async def test_reserved_bits_close_the_call_with_1002(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("opcode", [2, 9], ids=["binary", "ping"])
+async def test_reserved_bits_close_the_call_with_1002(
+    opcode: int, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running_server() as server:
         good = asyncio.create_task(run_call(CallOptions(url=url_of(server), seconds=1.0)))
         with caplog.at_level(logging.WARNING, logger="bridge.server"):
             answer = await _raw(
-                server, _upgrade(), then=_frame(1, CONNECTED.encode()) + _frame(2, b"ab", rsv=4)
+                server,
+                _upgrade(),
+                then=_frame(1, CONNECTED.encode()) + _frame(opcode, b"ab", rsv=4),
             )
         report = await good
     assert _close_code(answer) == 1002
     assert report.exact, "the parallel call is untouched"
     assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ((b"Version: 13", b"Version: 8"), b"400"),
+        (
+            (b"Version: 13\r\n", b"Version: 13\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"),
+            b"400",
+        ),
+        ((b"dGhlIHNhbXBsZSBub25jZQ==", b"c2hvcnQ="), b"400"),
+    ],
+    ids=["version 8", "two keys", "short key"],
+)
+async def test_an_upgrade_websockets_refuses_is_refused_on_both_backends(
+    change: tuple[bytes, bytes], status: bytes
+) -> None:
+    # picows let a second Sec-WebSocket-Key and version 8 through to a 101.
+    async with running_server() as server:
+        answer = await _raw(server, _upgrade().replace(*change))
+        await _no_connections_left(server)
+    assert answer.startswith(b"HTTP/1.1 " + status)
 
 
 async def test_a_request_never_finished_is_dropped_after_the_first_message_timeout() -> None:

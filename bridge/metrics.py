@@ -19,7 +19,7 @@ Import rule: standard library, ``prometheus_client``, ``bridge.call`` (types onl
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -163,6 +163,22 @@ class Metrics:
             "Caller audio the upstream never got (forward mode)",
             registry=r,
         )
+        self.transcription_failures = Counter(
+            "bridge_transcription_failures",
+            "Calls whose transcription failed (the recogniser raised or its process died)",
+            registry=r,
+        )
+        self.transcription_not_decoded = Counter(
+            "bridge_transcription_not_decoded_seconds",
+            "Caller audio the recogniser never decoded (overload or failure)",
+            registry=r,
+        )
+        #: Counters fed from a mode's process-wide totals (``BuiltHandler.counters``).
+        self._totals: dict[str, Counter] = {
+            "transcription_failures": self.transcription_failures,
+            "transcription_not_decoded_seconds": self.transcription_not_decoded,
+        }
+        self._totals_seen: dict[str, float] = {}
         self.loop_lag = Histogram(
             "bridge_event_loop_lag_seconds",
             "How late a periodic event-loop callback ran",
@@ -220,6 +236,18 @@ class Metrics:
             self.upstream_replayed.inc(replayed_ms / 1000)
         if lost_ms > 0:
             self.upstream_lost.inc(lost_ms / 1000)
+
+    def sample_totals(self, totals: Mapping[str, float]) -> None:
+        """Add what a mode's cumulative totals grew by since the last look (names unknown
+        here are ignored)."""
+        for name, value in totals.items():
+            counter = self._totals.get(name)
+            if counter is None:
+                continue
+            grown = value - self._totals_seen.get(name, 0.0)
+            if grown > 0:
+                counter.inc(grown)
+                self._totals_seen[name] = value
 
     def exposition(self) -> bytes:
         """The text format for ``GET /metrics``: this process, or all workers' files."""

@@ -244,6 +244,9 @@ class BridgeServer:
         self.metrics.sample(
             ((c.call, c.meter) for c in self.connections if c.call is not None), per_second
         )
+        counters = getattr(self.handler, "counters", None)  # a BuiltHandler's mode totals
+        if counters is not None:
+            self.metrics.sample_totals(counters())
 
     def _metrics_text(self) -> bytes:
         self._sample()

@@ -14,8 +14,9 @@ Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.config``, ``bridge.prot
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from bridge.call import Call, Handler
 from bridge.config import ServerConfig
@@ -28,12 +29,33 @@ from bridge.transcribe import AsrPool, check_available
 from bridge.upstream import UpstreamOptions
 
 
-class BuiltHandler:
-    """A handler plus the process-wide resources it owns (the ASR workers), for ``close``."""
+class CounterSource(Protocol):
+    """Process-wide totals a mode keeps (e.g. ``bridge.transcribe.AsrTotals``)."""
 
-    def __init__(self, handler: Handler, closers: list[Callable[[], None]] | None = None) -> None:
+    def counters(self) -> Mapping[str, float]: ...
+
+
+class BuiltHandler:
+    """A handler plus the process-wide resources it owns (the ASR workers), for ``close``,
+    and the totals it keeps for ``/metrics`` (``counters``)."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        closers: list[Callable[[], None]] | None = None,
+        sources: list[CounterSource] | None = None,
+    ) -> None:
         self.handler = handler
         self._closers = closers or []
+        self._sources = sources or []
+
+    def counters(self) -> dict[str, float]:
+        """Cumulative totals by name, summed over the mode's sources (see ``bridge.metrics``)."""
+        out: dict[str, float] = {}
+        for source in self._sources:
+            for name, value in source.counters().items():
+                out[name] = out.get(name, 0) + value
+        return out
 
     async def __call__(self, call: Call) -> None:
         await self.handler(call)
@@ -45,11 +67,26 @@ class BuiltHandler:
             close()
 
 
-def _echo(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
+class _Owned:
+    """What a mode's builder may add to: resources to close, counters for ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.closers: list[Callable[[], None]] = []
+        self.sources: list[CounterSource] = []
+
+    def pool(self) -> AsrPool:
+        check_available()
+        pool = AsrPool()
+        self.closers.append(pool.close)
+        self.sources.append(pool.totals)
+        return pool
+
+
+def _echo(config: ServerConfig, owned: _Owned) -> Handler:
     return echo
 
 
-def _forward(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
+def _forward(config: ServerConfig, owned: _Owned) -> Handler:
     assert config.upstream is not None  # ServerConfig checks it for --mode forward
     options = UpstreamOptions(
         url=config.upstream,
@@ -69,15 +106,12 @@ def _forward(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler
     )
 
 
-def _transcribe(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
+def _transcribe(config: ServerConfig, owned: _Owned) -> Handler:
     assert config.transcripts is not None  # ServerConfig checks it for --mode transcribe
-    check_available()
-    pool = AsrPool()
-    closers.append(pool.close)
-    return transcribe(pool, Path(config.transcripts))
+    return transcribe(owned.pool(), Path(config.transcripts))
 
 
-def _play(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
+def _play(config: ServerConfig, owned: _Owned) -> Handler:
     if config.play is not None:
         settings = PlaySettings(
             prompt=load_prompt(config.play), name=Path(config.play).name, barge_in=config.barge_in
@@ -88,7 +122,7 @@ def _play(config: ServerConfig, closers: list[Callable[[], None]]) -> Handler:
 
 
 #: Each mode's builder: settings from the config in, the handler out.
-HANDLERS: dict[str, Callable[[ServerConfig, list[Callable[[], None]]], Handler]] = {
+HANDLERS: dict[str, Callable[[ServerConfig, _Owned], Handler]] = {
     "echo": _echo,
     "forward": _forward,
     "transcribe": _transcribe,
@@ -102,17 +136,14 @@ def build_handler(config: ServerConfig) -> BuiltHandler:
     Raises ``ConfigError`` for what only shows when building (an unreadable ``--play``
     file, pocketsphinx missing). Call ``close()`` on the result when the server stops.
     """
-    closers: list[Callable[[], None]] = []
-    handler = HANDLERS[config.mode](config, closers)
+    owned = _Owned()
+    handler = HANDLERS[config.mode](config, owned)
     if config.transcribe and config.mode != "transcribe":
         assert config.transcripts is not None  # ServerConfig checks it for --transcribe
-        check_available()
-        pool = AsrPool()
-        closers.append(pool.close)
-        handler = transcribed(handler, pool, Path(config.transcripts))
+        handler = transcribed(handler, owned.pool(), Path(config.transcripts))
     if config.record_dir:
         handler = recorded(handler, Path(config.record_dir))
-    return BuiltHandler(handler, closers)
+    return BuiltHandler(handler, owned.closers, owned.sources)
 
 
-__all__ = ["HANDLERS", "BuiltHandler", "Call", "Handler", "build_handler", "echo"]
+__all__ = ["HANDLERS", "BuiltHandler", "Call", "CounterSource", "Handler", "build_handler", "echo"]

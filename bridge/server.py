@@ -567,7 +567,7 @@ class CallConnection(asyncio.Protocol):
                 type(exc).__name__,
                 exc,
                 extra={"call_id": call.id},
-                exc_info=log.isEnabledFor(logging.DEBUG),
+                exc_info=exc,
             )
             self.outcome = self.outcome or "handler_error"
             call.hangup(INTERNAL_ERROR, "handler error")

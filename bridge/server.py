@@ -40,6 +40,7 @@ from bridge.call import DEVIATION_BUCKET_MS, Call, Handler
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
+from bridge.filewriter import written as file_writes_done
 from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock, Scheduler
@@ -177,6 +178,7 @@ class BridgeServer:
         lost = [c.lost for c in self.connections]
         if lost:
             await asyncio.wait(lost, timeout=CLOSE_TIMEOUT_S + 1)
+        await file_writes_done()  # recordings and call logs complete on disk
         if self._server is not None:
             await self._server.wait_closed()
         if self._timer is not None:

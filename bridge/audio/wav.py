@@ -110,7 +110,11 @@ class WavWriter:
         self._header_every = max(1, int(sample_rate * header_every_s))
         self._since_header = 0
         self._file: BinaryIO = self.path.open("wb")
-        self._write_header()
+        try:
+            self._write_header()
+        except BaseException:
+            self._file.close()
+            raise
 
     def write(self, samples: Samples) -> None:
         """Append frames (1-D for mono, frames x channels for more)."""
@@ -135,10 +139,13 @@ class WavWriter:
         return self.frames_written / self.sample_rate
 
     def close(self) -> None:
+        """Finish the header and close the file (closed even when the header write fails)."""
         if self._file.closed:
             return
-        self._write_header()
-        self._file.close()
+        try:
+            self._write_header()
+        finally:
+            self._file.close()
 
     def __enter__(self) -> WavWriter:
         return self

@@ -241,7 +241,7 @@ class Forwarder:
             await self.link.close()
             self._player.stop()
             if self._log is not None:
-                self._log.close()
+                await self._log.aclose()
             log.info(
                 "upstream link closed",
                 extra={

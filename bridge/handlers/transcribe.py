@@ -121,7 +121,7 @@ class Transcriber:
                 if self.error is not None:
                     fields["error"] = self.error
                 self.log.write("summary", **fields)
-                self.log.close()
+                await self.log.aclose()
 
     def _submit(self, final: bool = False) -> asyncio.Future[FeedResult]:
         pcm = bytes(self._pending)

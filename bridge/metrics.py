@@ -10,15 +10,25 @@ second, whatever the number of calls).
 
 With ``--workers N`` the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before starting the
 workers, prometheus-client's multiprocess mode writes every value to a file there, and any
-worker's ``/metrics`` sums all of them (gauges of live processes only). Single-process mode
-keeps values in memory and adds the process collector (CPU, memory, open files).
+worker's ``/metrics`` sums all of them (gauges of live processes only). Reading and summing
+every worker's files takes milliseconds of pure Python (5 ms measured with five processes'
+files), which on the event loop would stall every call, and in a thread would hold the GIL
+as long: so a scrape renders them in a helper process (:class:`_Renderer`: ``python -c`` with
+a pipe each way, started at the first scrape, gone when its pipe closes, so it never outlives
+its worker, even one killed with SIGKILL). Single-process mode keeps values in memory and adds
+the process collector (CPU, memory, open files); rendering those is cheap and stays inline.
 
 Import rule: standard library, ``prometheus_client``, ``bridge.call`` (types only).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import struct
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,6 +47,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
     from bridge.call import Call
+
+log = logging.getLogger("bridge.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FRAME_MS = 20
@@ -86,6 +98,7 @@ class Metrics:
         # The *_created series double the text and say nothing a restart counter doesn't.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.multiprocess = multiprocess_mode()
+        self._renderer: _Renderer | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         if not self.multiprocess:
@@ -252,10 +265,130 @@ class Metrics:
     def exposition(self) -> bytes:
         """The text format for ``GET /metrics``: this process, or all workers' files."""
         if self.multiprocess:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
+            return render_multiprocess()
         return generate_latest(self.registry)
+
+    async def render(self) -> bytes:
+        """:meth:`exposition` without blocking the event loop (see the module doc)."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        if self._renderer is None:
+            self._renderer = _Renderer()
+        try:
+            return await self._renderer.render()
+        except OSError as exc:  # the helper failed: render here this time, a new one next
+            log.warning("metrics helper process failed: %s", exc)
+            self.close()
+            return render_multiprocess()
+
+    def close(self) -> None:
+        """Stop the render helper process, if one was started."""
+        renderer, self._renderer = self._renderer, None
+        if renderer is not None:
+            renderer.close()
+
+
+_LENGTH = struct.Struct("<Q")
+
+
+class _Renderer:
+    """A helper process that renders the multiprocess metrics on request, one at a time.
+
+    Protocol: a newline on its stdin asks for a render; it answers on stdout with the
+    length (8 bytes) and the text. It exits when its stdin closes (this process is gone).
+    Requests made while one is in flight are answered by the next render, not an older one.
+    """
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from bridge.metrics import render_loop; render_loop()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin = self._proc.stdin
+        self._fd = self._proc.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._buffer = bytearray()
+        self._in_flight: list[asyncio.Future[bytes]] = []
+        self._next: list[asyncio.Future[bytes]] = []
+
+    async def render(self) -> bytes:
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        if self._in_flight:
+            self._next.append(future)
+        else:
+            self._in_flight.append(future)
+            self._ask()
+        return await future
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
+        self._fail(OSError("metrics helper stopped"))
+        self._proc.kill()
+        self._proc.wait()
+        self._stdin.close()
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
+
+    def _ask(self) -> None:
+        try:
+            self._stdin.write(b"\n")
+            self._stdin.flush()
+        except OSError as exc:
+            self._fail(exc)
+
+    def _on_readable(self) -> None:
+        try:
+            chunk = os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            chunk, error = b"", exc
+        else:
+            error = OSError("metrics helper exited")
+        if not chunk:
+            self._loop.remove_reader(self._fd)
+            self._fail(error)
+            return
+        self._buffer += chunk
+        if len(self._buffer) < _LENGTH.size:
+            return
+        (size,) = _LENGTH.unpack_from(self._buffer)
+        if len(self._buffer) < _LENGTH.size + size:
+            return
+        text = bytes(self._buffer[_LENGTH.size : _LENGTH.size + size])
+        del self._buffer[: _LENGTH.size + size]
+        done, self._in_flight, self._next = self._in_flight, self._next, []
+        for future in done:
+            if not future.done():
+                future.set_result(text)
+        if self._in_flight:
+            self._ask()
+
+    def _fail(self, exc: OSError) -> None:
+        waiting, self._in_flight, self._next = self._in_flight + self._next, [], []
+        for future in waiting:
+            if not future.done():
+                future.set_exception(exc)
+
+
+def render_loop() -> None:
+    """The helper process's main: one render per line on stdin, until stdin closes."""
+    out = sys.stdout.buffer
+    for _ in sys.stdin.buffer:
+        text = render_multiprocess()
+        out.write(_LENGTH.pack(len(text)) + text)
+        out.flush()
+
+
+def render_multiprocess() -> bytes:
+    """Every worker's values summed, from the files in ``PROMETHEUS_MULTIPROC_DIR``."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
 
 
 def _upstream_figures(link: Any) -> tuple[int, float, float]:

@@ -42,6 +42,7 @@ from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
 from bridge.filewriter import written as file_writes_done
 from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
+from bridge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock, Scheduler
 from bridge.protocol.vonage import SUPPORTED_RATES, parse_connected, parse_event
@@ -186,6 +187,7 @@ class BridgeServer:
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
+        self.metrics.close()
 
     def refused(self, reason: str) -> None:
         self.metrics.refused.labels(reason).inc()
@@ -425,6 +427,9 @@ class CallConnection(asyncio.Protocol):
         creds = Credentials(_one_header(request.headers, "Authorization"), query.get("token"))
         self.forwarded_for = _one_header(request.headers, "X-Forwarded-For")
         if path != self.config.path:
+            if path == "/metrics" and server.metrics.multiprocess:
+                self._send_metrics()  # all workers' files: rendered off the loop
+                return
             reply, why = server.routes.handle(path, query, creds)
             self._send_plain(reply)
             if why is not None:
@@ -467,6 +472,21 @@ class CallConnection(asyncio.Protocol):
         server.upgrade_done(+1)
         # The token is a credential: it never becomes call metadata (nor a log line).
         self.query = urlencode([(k, v) for k, v in pairs if k != "token"])
+
+    def _send_metrics(self) -> None:
+        server = self.server
+        server._sample()
+        task = asyncio.get_running_loop().create_task(server.metrics.render())
+
+        def send(done: asyncio.Task[bytes]) -> None:
+            if self.transport is None or self.transport.is_closing():
+                return
+            if done.cancelled() or done.exception() is not None:
+                self._send_plain(unavailable("metrics unavailable"))
+            else:
+                self._send_plain(HttpResponse(200, done.result(), METRICS_CONTENT_TYPE))
+
+        task.add_done_callback(send)
 
     def _send_plain(self, reply: HttpResponse) -> None:
         status = http.HTTPStatus(reply.status)

@@ -9,6 +9,7 @@ Import rule: numpy and the standard library only.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -111,7 +112,8 @@ class WavWriter:
         self._since_header = 0
         self._file: BinaryIO = self.path.open("wb")
         try:
-            self._write_header()
+            self._file.write(self._header())
+            self._file.flush()  # a valid (empty) WAV from the start
         except BaseException:
             self._file.close()
             raise
@@ -123,15 +125,14 @@ class WavWriter:
             raise ValueError(f"expected {self.channels} channels, got {data.shape[1]}")
         if data.ndim == 1 and self.channels != 1 and len(data) % self.channels:
             raise ValueError("interleaved data must hold whole frames")
-        raw = np.ascontiguousarray(data).tobytes()
+        raw = np.ascontiguousarray(data).data.cast("B")  # no copy
         self._file.write(raw)
-        self._data_bytes += len(raw)
-        n_frames = len(raw) // (2 * self.channels)
+        self._data_bytes += raw.nbytes
+        n_frames = raw.nbytes // (2 * self.channels)
         self.frames_written += n_frames
         self._since_header += n_frames
         if self._since_header >= self._header_every:
             self._since_header = 0
-            self._file.flush()
             self._write_header()
 
     @property
@@ -154,8 +155,14 @@ class WavWriter:
         self.close()
 
     def _write_header(self) -> None:
+        """Data first, then the header that covers it (so it never claims what is not there):
+        one ``pwrite`` at offset 0, the append position untouched."""
+        self._file.flush()
+        os.pwrite(self._file.fileno(), self._header(), 0)
+
+    def _header(self) -> bytes:
         block_align = 2 * self.channels
-        header = _HEADER.pack(
+        return _HEADER.pack(
             b"RIFF",
             36 + self._data_bytes,
             b"WAVE",
@@ -170,8 +177,3 @@ class WavWriter:
             b"data",
             self._data_bytes,
         )
-        position = self._file.tell()
-        self._file.seek(0)
-        self._file.write(header)
-        self._file.seek(max(position, HEADER_BYTES))
-        self._file.flush()

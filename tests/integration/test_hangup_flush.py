@@ -23,6 +23,8 @@ from tests.helpers import ROOT, running_server, url_of
 
 SPEECH = ROOT / "tests" / "data" / "billing-to-hangup.wav"
 SECONDS = 2.4  # the whole fixture, in whole frames
+#: The upstream answers each frame with this many messages (a chatty recogniser).
+ANSWERS_PER_FRAME = 20
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -39,7 +41,8 @@ async def test_forward_delivers_and_logs_everything_up_to_the_hang_up(tmp_path: 
         async for message in ws:
             if isinstance(message, bytes):
                 received.extend(message)
-                await ws.send(json.dumps({"heard_bytes": len(received)}))
+                for _ in range(ANSWERS_PER_FRAME):
+                    await ws.send(json.dumps({"heard_bytes": len(received)}))
             else:
                 texts.append(json.loads(message))
                 await ws.send(json.dumps({"heard_event": texts[-1]["event"]}))
@@ -80,8 +83,10 @@ async def test_forward_delivers_and_logs_everything_up_to_the_hang_up(tmp_path: 
     ]
     lines = _lines(logs / "fwd-end.jsonl")
     upstream_said = [line["message"] for line in lines if line["type"] == "upstream"]
-    # Its answer to the very last frame and to the key press made it into the log.
-    assert {"heard_bytes": 2 * len(caller)} in upstream_said
+    # Its answers to every frame, the very last one too, and to the key press are logged.
+    answers = [m["heard_bytes"] for m in upstream_said if "heard_bytes" in m]
+    assert len(answers) == ANSWERS_PER_FRAME * len(caller) // 320
+    assert answers[-1] == 2 * len(caller)
     assert {"heard_event": "websocket:dtmf"} in upstream_said
     assert any(line["type"] == "call" and line["message"].get("digit") == "9" for line in lines)
 

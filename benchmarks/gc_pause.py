@@ -17,7 +17,7 @@ import time
 import bridge.cli  # noqa: F401 - everything `bridge serve` imports
 from bridge.call import Call
 from bridge.pacing import MonotonicClock, Scheduler
-from bridge.protocol.vonage import parse_connected
+from bridge.protocol.vonage import build_connected, parse_connected
 
 CALLS = 400
 
@@ -48,7 +48,7 @@ async def measure() -> dict[str, float | int]:
         "tracked_objects": len(gc.get_objects()),
     }
     scheduler = Scheduler(MonotonicClock(), 100)
-    first = json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=16000"})
+    first = build_connected(16000)
     calls = [Call(parse_connected(first, ""), _NoIO(), scheduler) for _ in range(CALLS)]
     out["calls"] = len(calls)
     out["with_calls_ms"] = _full_collection_ms()

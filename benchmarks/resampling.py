@@ -43,13 +43,13 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
-from bridge.audio.resample import SUPPORTED_RATES, Resampler
+from bridge.audio.resample import Resampler
+from bridge.units import SUPPORTED_RATES, frame_samples
 
 StreamFn = Callable[[NDArray[np.int16]], NDArray[np.int16]]
 """One stateful stream: takes the next chunk, returns whatever output is ready."""
 StreamFactory = Callable[[], StreamFn]
 
-FRAME_MS = 20
 MAX_DELAY_MS = 5.0
 MIN_REJECTION_DB = 80.0
 MAX_COST_US = 10.0
@@ -68,10 +68,6 @@ RESULTS_PATH = Path(__file__).resolve().parent / "results" / "resampling.json"
 PAIRS: tuple[tuple[int, int], ...] = tuple(
     (a, b) for a in SUPPORTED_RATES for b in SUPPORTED_RATES if a != b
 )
-
-
-def frame_samples(rate: int) -> int:
-    return rate * FRAME_MS // 1000
 
 
 def tone(freq_hz: float, rate: int, n_samples: int, level: float = TONE_LEVEL) -> NDArray[np.int16]:

@@ -1,4 +1,7 @@
-"""``python -m bridge`` is the ``bridge`` command."""
+"""``python -m bridge`` is the ``bridge`` command.
+
+Import rule: ``bridge.cli`` only.
+"""
 
 import sys
 

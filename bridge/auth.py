@@ -8,7 +8,7 @@ Both methods may be configured at once; a request passing either is let in.
   ``hmac.compare_digest`` (constant time). The ``token`` query value is removed from the call's
   metadata by the server, so it never reaches a handler or a log line.
 - ``--vonage-signature-secret``: ``Authorization: Bearer <JWT>`` as Vonage sends it on the
-  upgrade (``authorization: {"type": "vonage"}``, protocol.md s.2) and on signed webhooks:
+  upgrade (``authorization: {"type": "vonage"}``, docs/protocol.md s.2) and on signed webhooks:
   HS256 only (no ``alg`` switching), a valid signature, an ``iat`` within ``jwt_max_age_s`` of
   our clock either way, and ``api_key`` / ``application_id`` claims when configured. PyJWT does
   the cryptography.
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from bridge.config import ServerConfig
+from bridge.config import ProductionSettings, ServerConfig
 from bridge.errors import ConfigError
 
 log = logging.getLogger("bridge.auth")
@@ -92,7 +92,7 @@ class Authenticator:
             )
 
     @classmethod
-    def from_config(cls, config: ServerConfig) -> Authenticator:
+    def from_config(cls, config: ProductionSettings) -> Authenticator:
         return cls(
             token=config.token,
             signature_secret=config.vonage_signature_secret,
@@ -184,7 +184,8 @@ def check_exposure(config: ServerConfig) -> None:
         return
     if config.token or config.vonage_signature_secret:
         return
+    either = f"{config.option('token')} or {config.option('vonage_signature_secret')}"
     raise ConfigError(
         f"refusing to listen on {config.host or 'all interfaces'} with no authentication: "
-        "set --token or --vonage-signature-secret (or --insecure to accept anyone)"
+        f"set {either} (or {config.option('insecure')} to accept anyone)"
     )

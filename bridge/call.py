@@ -11,7 +11,7 @@ as the recorder, a marker) ends that call alone: it is closed with 1011 and one 
 with the traceback is logged; the transport and every other call never see the exception.
 
 Import rule: asyncio, the standard library, ``bridge.audio``, ``bridge.protocol``,
-``bridge.pacing``; never websockets.
+``bridge.pacing``, ``bridge.heard``, ``bridge.units``; never websockets.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bridge.audio.pcm import Samples, to_bytes, to_samples
 from bridge.audio.playout import PlayoutBuffer
 from bridge.audio.resample import Resampler
 from bridge.heard import HeardPosition
-from bridge.pacing import FRAME_NS, MS, Scheduler
+from bridge.pacing import Scheduler
 from bridge.protocol.vonage import (
     Cleared,
     Connected,
@@ -37,9 +37,8 @@ from bridge.protocol.vonage import (
     Notified,
     build_clear,
     build_notify,
-    frame_bytes,
-    frame_samples,
 )
+from bridge.units import FRAME_NS, MS, frame_bytes, frame_samples
 
 log = logging.getLogger("bridge.call")
 
@@ -66,6 +65,16 @@ class CallIO(Protocol):
     def send_text(self, text: str) -> None: ...
 
     def close(self, code: int, reason: str) -> None: ...
+
+
+class UpstreamCounters(Protocol):
+    """The counters of forward mode's link (``bridge.upstream.UpstreamStats``) that the
+    metrics sampler reads; a protocol so that this module never imports the link."""
+
+    connects: int
+    frames_resent: int
+    frames_backlog: int
+    frames_lost: int
 
 
 @dataclass
@@ -148,9 +157,9 @@ class _Inbox(Generic[T]):
 class Call:
     """The handler's view of one phone call (see README, "Writing a handler")."""
 
-    #: Forward mode sets this to its link's counters (``bridge.upstream.LinkStats``) so the
-    #: metrics sampler can read reconnects, replayed and lost audio; ``None`` otherwise.
-    upstream_stats: Any = None
+    #: Forward mode sets this to its link's counters (``bridge.upstream.UpstreamStats``) so
+    #: the metrics sampler can read reconnects, replayed and lost audio; ``None`` otherwise.
+    upstream_stats: UpstreamCounters | None = None
 
     def __init__(
         self,

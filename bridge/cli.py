@@ -1,4 +1,4 @@
-"""The ``bridge`` command: ``serve``, and the simulator's ``call`` and ``load``.
+"""The ``bridge`` command: ``serve``, the simulator's ``call`` and ``load``, and ``ncco``.
 
 A mistake on the command line prints one line (``bridge: error: ...``) and exits 2; no
 traceback ever reaches a user for a bad argument.
@@ -22,6 +22,7 @@ from bridge.errors import ConfigError
 from bridge.handlers import build_handler
 from bridge.logs import setup_logging
 from bridge.ncco_cli import add_subcommand as add_ncco_subcommand
+from bridge.runtime import run
 from bridge.server import serve
 from bridge.simulator import add_subcommands
 from bridge.workers import run_supervisor
@@ -36,11 +37,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    config: ServerConfig = config_from(args)
+    config = config_from(args)
     setup_logging(config.log_level, config.log_format)
     if config.workers > 1:
         return run_supervisor(config)
-    _run(_serve_until_signal(config))
+    run(_serve_until_signal(config))
     return 0
 
 
@@ -56,16 +57,6 @@ async def _serve_until_signal(config: ServerConfig) -> None:
         handler.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-
-
-def _run(coro: object) -> None:
-    """Run on uvloop where it is installed (it is a runtime dependency on Linux)."""
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - only on platforms without uvloop
-        asyncio.run(coro)  # type: ignore[arg-type]
-    else:
-        uvloop.run(coro)  # type: ignore[arg-type]
 
 
 def build_parser() -> OneLineParser:

@@ -1,4 +1,4 @@
-"""The four NCCO ``connect`` endpoint types and the ``connect`` action (protocol.md s.2).
+"""The four NCCO ``connect`` endpoint types and the ``connect`` action (docs/protocol.md s.2).
 
 Vonage answers a malformed NCCO with silence or, worse, with a silently different call (an SDK
 that wrote ``contentType`` got 16 kHz whatever it asked for). So every model here is validated
@@ -6,25 +6,26 @@ when it is built, and :func:`validate_ncco` applies the same rules to an NCCO so
 hand. An error names the JSON field and the rule (``endpoint.number: must be ...``), because
 that is what a person fixes.
 
-Rules that protocol.md leaves open, and what this module decides:
+Rules that docs/protocol.md (s.2) leaves open, and what this module decides:
 
 - numbers: ASCII digits only, 7 to 15 of them, the first not ``0`` (E.164 caps numbers at 15
   digits; no country code plus subscriber number is shorter than 7).
 - SIP: ``sip:user@host[:port][;transport=tls|udp|tcp]``. At most one parameter, and only
-  ``transport``: protocol.md documents ``tls``; ``udp`` and ``tcp`` are the RFC 3261 values and
+  ``transport``: Vonage documents ``tls``; ``udp`` and ``tcp`` are the RFC 3261 values and
   harmless. Any other parameter is rejected rather than passed to Vonage to be ignored. ``sips:``
   is rejected: Vonage selects TLS with ``;transport=tls``.
-- websocket URIs: ``ws://`` or ``wss://`` (case-sensitive, as protocol.md writes them), a host,
+- websocket URIs: ``ws://`` or ``wss://`` (case-sensitive, as Vonage writes them), a host,
   a port 1-65535 if given, no fragment (RFC 6455 forbids one), no whitespace or control chars.
 - ``headers``: a JSON object with string keys, at most 512 bytes as compact JSON with non-ASCII
   escaped (never smaller than the UTF-8 form, so we fit however Vonage counts); the keys
   ``event`` and ``content-type`` are refused because headers land at the top level of the first
-  message (protocol.md s.3) and would overwrite those.
+  message (docs/protocol.md s.3) and would overwrite those.
 - ``from``: E.164 whenever present; required for ``phone`` and ``sip`` endpoints.
 - ``vbc`` extensions: 1 to 10 ASCII digits.
 - ``eventMethod`` is exactly ``GET`` or ``POST``; ``timeout`` a positive int; ``limit`` 1..7200.
 
-Import rule: standard library and ``bridge.errors`` only (no asyncio, no websockets).
+Import rule: standard library, ``bridge.errors``, ``bridge.units`` and ``bridge.protocol``
+(its facts) only; no asyncio, no websockets.
 """
 
 from __future__ import annotations
@@ -38,12 +39,11 @@ from typing import Any, ClassVar, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from bridge.errors import BridgeError
+from bridge.protocol.vonage import MAX_LEG_S
+from bridge.units import CONTENT_TYPES, SUPPORTED_RATES, content_type, rate_of, rates_text
 
-SUPPORTED_RATES: tuple[int, ...] = (8000, 16000, 24000)
-CONTENT_TYPES: tuple[str, ...] = tuple(f"audio/l16;rate={rate}" for rate in SUPPORTED_RATES)
 MAX_HEADERS_BYTES = 512
-MAX_CUSTOM_AUTH_CHARS = 8191  # "under 8192 characters" (protocol.md s.2)
-MAX_LIMIT_S = 7200
+MAX_CUSTOM_AUTH_CHARS = 8191  # "under 8192 characters" (docs/protocol.md s.2)
 EVENT_METHODS: tuple[str, ...] = ("GET", "POST")
 SIP_TRANSPORTS: tuple[str, ...] = ("tls", "udp", "tcp")
 # Keys of the first message itself; a header with one of these names would replace it.
@@ -174,7 +174,7 @@ def _check_headers(field_name: str, value: object) -> Mapping[str, Any]:
             raise EndpointError(
                 f"{field_name}.{key}",
                 "is a key of the first message itself; headers are merged into it "
-                "(protocol.md s.3), so this one would replace it",
+                "(docs/protocol.md s.3), so this one would replace it",
             )
     try:
         compact = json.dumps(dict(value), separators=(",", ":"), allow_nan=False)
@@ -223,7 +223,7 @@ def _require_int(field_name: str, value: object) -> int:
 
 @dataclass(frozen=True)
 class Authorization:
-    """What Vonage sends as ``Authorization`` on the websocket upgrade (protocol.md s.2).
+    """What Vonage sends as ``Authorization`` on the websocket upgrade (docs/protocol.md s.2).
 
     ``vonage``: a signed JWT (``Bearer ...``); ``custom``: ``value`` verbatim.
     """
@@ -314,7 +314,7 @@ class PhoneEndpoint:
 
 @dataclass(frozen=True)
 class SipEndpoint:
-    """A SIP URI; media is UDP whatever the signalling transport (protocol.md s.2)."""
+    """A SIP URI; media is UDP whatever the signalling transport (docs/protocol.md s.2)."""
 
     uri: str
 
@@ -369,12 +369,12 @@ class WebsocketEndpoint:
         """The requested rate, or None when Vonage's default (16000) applies."""
         if self.content_type is None:
             return None
-        return int(self.content_type.rpartition("=")[2])
+        return rate_of(self.content_type)
 
     def to_dict(self) -> JSONObject:
         out: JSONObject = {"type": "websocket", "uri": self.uri}
         if self.content_type is not None:
-            out["content-type"] = self.content_type  # never "contentType" (protocol.md s.2)
+            out["content-type"] = self.content_type  # never "contentType" (docs/protocol.md s.2)
         if self.headers is not None:
             out["headers"] = json.loads(json.dumps(dict(self.headers)))
         if self.authorization is not None:
@@ -526,10 +526,10 @@ class Connect:
                 "connect.timeout", f"must be a positive number of seconds, got {self.timeout}"
             )
         if self.limit is not None and not 1 <= _require_int("connect.limit", self.limit) <= (
-            MAX_LIMIT_S
+            MAX_LEG_S
         ):
             raise EndpointError(
-                "connect.limit", f"must be 1 to {MAX_LIMIT_S} seconds, got {self.limit}"
+                "connect.limit", f"must be 1 to {MAX_LEG_S} seconds, got {self.limit}"
             )
 
     def to_dict(self) -> JSONObject:
@@ -626,39 +626,53 @@ def validate_ncco(obj: object) -> list[Connect]:
     return connects
 
 
+def bridge_authorization(*, signed: bool, token: str | None) -> Authorization | None:
+    """How Vonage must authenticate its websocket to a bridge with these credentials.
+
+    ``signed`` (the bridge has ``--vonage-signature-secret``): ``{"type": "vonage"}``, Vonage
+    signs the upgrade with that secret; it wins over a token, which the bridge then also
+    accepts. ``token`` alone: ``{"type": "custom", "value": "Bearer TOKEN"}``, a header rather
+    than the query string (query strings end up in proxy logs). Neither: no ``authorization``.
+    """
+    if signed:
+        return Authorization("vonage")
+    if token:
+        return Authorization("custom", f"Bearer {token}")
+    return None
+
+
 def websocket_ncco(  # noqa: PLR0917 - the signature the server's /answer handler calls
     uri: str,
     rate: int,
     headers: Mapping[str, Any] | None,
-    authorization: str | None,
+    authorization: Authorization | None,
     event_url: str | None,
     event_method: str = "GET",
     *,
     from_: str | None = None,
 ) -> list[JSONObject]:
-    """The NCCO the ``/answer`` webhook returns: connect the call to bridge at ``uri``.
+    """The one builder of bridge's answer: connect the call to the websocket at ``uri``.
 
-    With an ``event_url`` the connect is ``synchronous``, as in protocol.md s.1, so that when
+    Both ``bridge ncco --websocket`` and the server's ``GET /answer`` return what this
+    builds, so what a person pastes into a Vonage application and what bridge answers itself
+    are the same document for the same settings (see :func:`bridge_authorization`).
+
+    With an ``event_url`` the connect is ``synchronous`` (docs/protocol.md s.1), so that when
     bridge closes the socket the NCCO returned by the event webhook decides what happens next;
     ``event_method`` is only written alongside it (without one, the application's own event
     URL and method apply). Empty ``headers`` are left out.
     """
     if rate not in SUPPORTED_RATES:
-        rates = ", ".join(str(r) for r in SUPPORTED_RATES)
-        raise EndpointError("rate", f"must be one of {rates}, got {_show(rate)}")
-    if authorization not in ("vonage", None):
-        raise EndpointError(
-            "endpoint.authorization", f"must be 'vonage' or None, got {_show(authorization)}"
-        )
+        raise EndpointError("rate", f"must be one of {rates_text()}, got {_show(rate)}")
     if event_method not in EVENT_METHODS:
         raise EndpointError(
             "connect.eventMethod", f"must be GET or POST, got {_show(event_method)}"
         )
     endpoint = WebsocketEndpoint(
         uri,
-        content_type=f"audio/l16;rate={rate}",
+        content_type=content_type(rate),
         headers=headers or None,
-        authorization=Authorization("vonage") if authorization == "vonage" else None,
+        authorization=authorization,
     )
     method: Literal["GET", "POST"] = "POST" if event_method == "POST" else "GET"
     connect = Connect(

@@ -1,5 +1,5 @@
-"""How much of the audio bridge sent has the caller actually heard (lessons.md: bytes sent are
-not audio played).
+"""How much of the audio bridge sent has the caller actually heard (docs/lessons.md s.4: bytes
+sent are not audio played).
 
 The estimate comes from bridge's own send schedule (``bridge.pacing``): Vonage plays what it
 receives back to back at real time, so the frame sent for slot ``s`` plays during
@@ -8,7 +8,7 @@ between ``t`` and the scheduled end of the last frame sent. Then
 
     heard = sent - still in Vonage's buffer - dropped by a clear
 
-Two answers from Vonage correct it (protocol.md s.5):
+Two answers from Vonage correct it (docs/protocol.md s.5):
 
 * ``websocket:notify`` for a marker placed after ``N`` samples means those ``N`` samples had
   played when it arrived. That is a floor for the position from then on, and the difference
@@ -20,7 +20,7 @@ Two answers from Vonage correct it (protocol.md s.5):
 Nothing here runs per frame: the position is computed when asked, from counters the pacing
 scheduler keeps anyway. Integer samples at the call's rate throughout.
 
-Import rule: standard library and ``bridge.pacing`` only (no asyncio).
+Import rule: standard library, ``bridge.pacing`` and ``bridge.units`` only (no asyncio).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from collections import deque
 from typing import Any
 
 from bridge.pacing import OutboundStream
+from bridge.units import SECOND
 
-NS_PER_S = 1_000_000_000
 #: Markers awaiting their ``notify`` answer; Vonage may never answer some (after a clear).
 MAX_PENDING_MARKERS = 256
 
@@ -80,7 +80,7 @@ class HeardPosition:
         pending_ns = end_ns - now_ns
         if pending_ns <= 0:
             return 0
-        pending = -(-pending_ns * self.rate // NS_PER_S)  # ceil: a started sample is unheard
+        pending = -(-pending_ns * self.rate // SECOND)  # ceil: a started sample is unheard
         return min(since_clear * self.frame_samples, pending)
 
     def heard_samples(self, now_ns: int) -> int:
@@ -93,7 +93,7 @@ class HeardPosition:
         """A ``clear`` went to Vonage: its buffered audio is dropped unheard."""
         self.discarded_samples += self.buffered_samples(now_ns)
         self._frames_at_clear = self._stream.frames_sent
-        self._markers.clear()  # protocol.md s.5: their answers may never come
+        self._markers.clear()  # docs/protocol.md s.5: their answers may never come
 
     def on_marker(self, payload: Any) -> None:
         """A ``notify`` left for Vonage, right after every frame queued before it."""

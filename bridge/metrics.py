@@ -18,7 +18,8 @@ a pipe each way, started at the first scrape, gone when its pipe closes, so it n
 its worker, even one killed with SIGKILL). Single-process mode keeps values in memory and adds
 the process collector (CPU, memory, open files); rendering those is cheap and stays inline.
 
-Import rule: standard library, ``prometheus_client``, ``bridge.call`` (types only).
+Import rule: standard library, ``prometheus_client``, ``bridge.units``, ``bridge.call`` (types
+only).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,13 +46,14 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from bridge.units import FRAME_MS
+
 if TYPE_CHECKING:
-    from bridge.call import Call
+    from bridge.call import Call, UpstreamCounters
 
 log = logging.getLogger("bridge.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-FRAME_MS = 20
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 #: Outcomes of an upgraded websocket (the ``outcome`` label of ``bridge_calls_total``).
@@ -219,7 +221,7 @@ class Metrics:
             under = int(summary.get("underrun_frames", 0))
             underruns += under - seen.underruns
             seen.underruns = under
-            # Forward mode's link counters (bridge.upstream.LinkStats), when it set them.
+            # Forward mode's link counters (bridge.upstream.UpstreamStats), when it set them.
             rec, rep, lost = _upstream_figures(call.upstream_stats)
             reconnects += rec - seen.upstream_reconnects
             replayed_ms += rep - seen.upstream_replayed_ms
@@ -391,15 +393,14 @@ def render_multiprocess() -> bytes:
     return generate_latest(registry)
 
 
-def _upstream_figures(link: Any) -> tuple[int, float, float]:
-    """(reconnects, replayed ms, lost ms) from an upstream link's counters (duck-typed)."""
+def _upstream_figures(link: UpstreamCounters | None) -> tuple[int, float, float]:
+    """(reconnects, replayed ms, lost ms) from an upstream link's counters."""
     if link is None:
         return 0, 0.0, 0.0
-    reconnects = max(0, int(getattr(link, "connects", 0)) - 1)
+    reconnects = max(0, link.connects - 1)
     # Replayed: audio sent after a reconnect, whether resent (unconfirmed) or held back.
-    replayed = int(getattr(link, "frames_resent", 0)) + int(getattr(link, "frames_backlog", 0))
-    replayed_ms = float(replayed) * FRAME_MS
-    lost_ms = float(getattr(link, "frames_lost", 0)) * FRAME_MS
+    replayed_ms = float(link.frames_resent + link.frames_backlog) * FRAME_MS
+    lost_ms = float(link.frames_lost) * FRAME_MS
     return reconnects, replayed_ms, lost_ms
 
 

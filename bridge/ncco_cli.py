@@ -2,12 +2,15 @@
 
 It exists so that a person setting up a Vonage application can paste an answer that is known
 to be valid, and so that ``--websocket`` prints exactly what bridge's ``/answer`` webhook
-returns (both go through :func:`bridge.endpoints.websocket_ncco`).
+returns for the same settings: both are built by :func:`bridge.endpoints.websocket_ncco`, and
+``--auth vonage`` / ``--token`` ask for the socket authentication that a server with
+``--vonage-signature-secret`` / ``--token`` asks for
+(:func:`bridge.endpoints.bridge_authorization`).
 
 Every invalid value becomes a :class:`~bridge.errors.ConfigError`, which ``bridge.cli.main``
 prints as one ``bridge: error: ...`` line with exit status 2.
 
-Import rule: standard library, ``bridge.endpoints`` and ``bridge.errors`` only.
+Import rule: standard library, ``bridge.endpoints``, ``bridge.errors``, ``bridge.settings``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import argparse
 import json
 from typing import Any
 
-from bridge.config import parse_key_values
 from bridge.endpoints import (
     EVENT_METHODS,
     Connect,
@@ -25,10 +27,12 @@ from bridge.endpoints import (
     PhoneEndpoint,
     SipEndpoint,
     VbcEndpoint,
+    bridge_authorization,
     ncco,
     websocket_ncco,
 )
 from bridge.errors import ConfigError
+from bridge.settings import parse_pairs
 
 DEFAULT_RATE = 16000
 # Options that only make sense with one endpoint type, and that type's option.
@@ -36,6 +40,7 @@ _ONLY_WITH: dict[str, str] = {
     "rate": "--websocket",
     "header": "--websocket",
     "auth": "--websocket",
+    "token": "--websocket",
     "dtmf_answer": "--phone",
 }
 
@@ -69,10 +74,17 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="KEY=VALUE",
         help="websocket header, sent in the first message (repeatable; 512 bytes in all)",
     )
-    parser.add_argument(
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument(
         "--auth",
         choices=["vonage"],
-        help="websocket: Vonage sends a signed JWT on the upgrade",
+        help="websocket: Vonage sends a signed JWT on the upgrade (a bridge with "
+        "--vonage-signature-secret)",
+    )
+    auth.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="websocket: Vonage sends 'Authorization: Bearer TOKEN' (a bridge with --token)",
     )
     parser.add_argument(
         "--dtmf-answer", metavar="DIGITS", help="phone: 0-9 * # p, keyed in on answer"
@@ -119,14 +131,16 @@ def build_ncco(args: argparse.Namespace) -> list[dict[str, Any]]:
         if owner != chosen and getattr(args, dest) not in (None, []):
             option = "--" + dest.replace("_", "-")
             raise ConfigError(f"{option} applies only to {owner}, not {chosen}")
+    if args.token == "":
+        raise ConfigError("--token must not be empty")
     if args.event_method is not None and args.event_url is None:
         raise ConfigError("--event-method needs --event-url")
     if args.websocket is not None:
         return websocket_ncco(
             args.websocket,
             DEFAULT_RATE if args.rate is None else args.rate,
-            parse_key_values(args.header, "--header", unique=True),
-            args.auth,
+            parse_pairs(args.header, "--header", unique=True),
+            bridge_authorization(signed=args.auth == "vonage", token=args.token),
             args.event_url,
             args.event_method or "GET",
             from_=args.from_,

@@ -1,7 +1,7 @@
 """Outbound pacing: one clock, one schedule per call, one timer for the whole process.
 
 Frame ``k`` of a call has the deadline ``start + k * 20 ms`` on a monotonic clock and may leave
-up to ``lead`` before it (protocol.md s.4: Vonage buffers and plays at real time, and advises
+up to ``lead`` before it (docs/protocol.md s.4: Vonage buffers and plays at real time, and advises
 sending slightly ahead). The grid never slides:
 
 * after a *stall* (frames were queued but the loop did not run) every overdue frame leaves at
@@ -10,8 +10,9 @@ sending slightly ahead). The grid never slides:
   audio takes the current slot, so a burst after silence cannot be dumped into Vonage's buffer.
 
 Everything here is synchronous and driven by ``now_ns`` values, so tests use :class:`FakeClock`
-and assert exact send times. The asyncio side only arms one timer for the earliest wake-up
-across all calls: no task per call, no timer per frame.
+and assert exact send times. The asyncio side keeps one ``loop.call_at`` handle for the earliest
+wake-up across all calls (the ``arm`` callback of :class:`Scheduler`; the server's
+``_arm_timer``): no task per call, no timer per frame (docs/architecture.md s.5).
 
 One call's fault never stops another's audio: a stream whose send path raises (a faulty
 outbound tap, a marker callback) is closed and handed to its ``on_error`` (the call decides
@@ -19,7 +20,7 @@ what that means: close it with 1011, log it); the tick goes on with every other 
 and the next wake-up is requested before any error is reported. The guard is one ``try``
 around each stream's pump, not one per frame.
 
-Import rule: standard library and ``bridge.audio`` only (no asyncio).
+Import rule: standard library, ``bridge.audio`` and ``bridge.units`` only (no asyncio).
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from bridge.audio.playout import Marker, PlayoutBuffer
-
-FRAME_NS = 20_000_000
-MS = 1_000_000
+from bridge.units import FRAME_NS, MS
 
 
 class Clock(Protocol):

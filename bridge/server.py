@@ -3,24 +3,24 @@
 Why not ``websockets.asyncio.server``: each call's outbound frames are written from the
 process-wide pacing timer, synchronously, in one pass over every due call; the sans-I/O
 ``ServerProtocol`` lets us do exactly that with no task or queue per connection, and it keeps
-permessage-deflate off (lessons.md: it costs a lot on 20 ms PCM and buys nothing).
+permessage-deflate off (docs/lessons.md s.7: it costs a lot on 20 ms PCM and buys nothing).
 
 This module alone maps failures to close codes (``CLOSE_CODES``) and logs them, once. It also
-decides, at the upgrade, who gets a websocket (README, "Security" and "Limits"): credentials
-(``bridge.auth``) else HTTP 401, draining else 503, ``--max-calls`` else 503 with Retry-After;
-other paths are plain HTTP (``bridge.http``). Calls past ``--idle-timeout-s`` or
+decides, at the upgrade, who gets a websocket (README, "Security model" and "Limits"):
+credentials (``bridge.auth``) else HTTP 401, draining else 503, ``--max-calls`` else 503 with
+Retry-After; other paths are plain HTTP (``bridge.http``). Calls past ``--idle-timeout-s`` or
 ``--max-call-s`` are closed with 1008; on SIGTERM the server drains (``BridgeServer.drain``).
 Metrics are sampled about once a second from the calls' own counters (``bridge.metrics``),
 never per frame.
 
-Import rule: the only module besides ``simulator`` that imports websockets.
+Import rule: anything in the package except ``cli``; one of the three modules that import
+websockets (with ``simulator`` and ``upstream``; docs/architecture.md s.2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import gc
 import http
 import logging
 import ssl
@@ -41,11 +41,13 @@ from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
 from bridge.filewriter import written as file_writes_done
-from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, unavailable
+from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, phone_url, unavailable
 from bridge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
-from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock, Scheduler
-from bridge.protocol.vonage import SUPPORTED_RATES, parse_connected, parse_event
+from bridge.pacing import Clock, MonotonicClock, Scheduler
+from bridge.protocol.vonage import parse_connected, parse_event
+from bridge.runtime import freeze_startup_heap
+from bridge.units import FRAME_NS, MS, SUPPORTED_RATES
 from bridge.webhooks import answer_ncco
 
 log = logging.getLogger("bridge.server")
@@ -58,7 +60,8 @@ INTERNAL_ERROR = 1011
 #: Close code for a call ended by a limit (idle, duration): "policy violation".
 LIMIT_CLOSE = POLICY_VIOLATION
 
-#: One close code per peer fault; the README's table is generated from this mapping.
+#: One close code per peer fault. The README's "Bad input" table lists them, and
+#: tests/integration/test_bad_input.py checks each against a real server.
 CLOSE_CODES: dict[Fault, int] = {
     Fault.BINARY_BEFORE_METADATA: 1002,
     Fault.FIRST_MESSAGE_NOT_JSON: 1007,
@@ -265,7 +268,8 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(config.tls_cert, config.tls_key)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"--tls-cert/--tls-key: cannot load: {exc}") from exc
+        pair = config.options_together("tls_cert", "tls_key")
+        raise ConfigError(f"{pair}: cannot load: {exc}") from exc
     return context
 
 
@@ -695,17 +699,13 @@ async def serve(
     """
     server = BridgeServer(config, handler)
     await server.start(reuse_port=reuse_port)
-    # Everything built so far (modules, filters, config) lives for the whole process: move it
-    # out of the collector's reach, so a full collection walks only per-call objects. Without
-    # this one collection stalled every call for 8-20 ms at a few hundred calls
-    # (docs/benchmarks.md).
-    gc.collect()
-    gc.freeze()
+    # Everything built so far (modules, filters, config) lives for the whole process.
+    freeze_startup_heap()
     url = f"{server.scheme}://{config.host}:{server.port}{config.path}"
     if on_listening is not None:
         on_listening(server)
     else:
-        log.info("listening", extra={"url": url})
+        log.info("listening", extra={"url": url, **phone_url(config, server.port)})
     await stop.wait()
     stop.clear()
     log.info(

@@ -1,6 +1,6 @@
 """Vonage's side of a call, played faithfully over a real websocket; and a load generator.
 
-One call (protocol.md s.1-5): connect, send ``websocket:connected``, then exact 20 ms binary
+One call (docs/protocol.md s.1-5): connect, send ``websocket:connected``, then exact 20 ms binary
 frames on a drift-free schedule (frame ``k`` leaves at ``start + k * 20 ms`` on a monotonic
 clock; a late sender sends every overdue frame at once instead of sliding the grid, so a stall
 shows up as lateness, never as drift), DTMF events interleaved, and a normal close (1000) after
@@ -32,14 +32,16 @@ The generator reports its own health: when its send lateness p99 exceeds 2 ms it
 its figures are not to be trusted. About 30 us of CPU per frame sent and echoed, over half of
 it the kernel's socket calls.
 
-Import rule: this module and ``server`` are the only ones that import ``websockets``.
+Import rule: ``bridge.audio``, ``bridge.errors``, ``bridge.pacing``, ``bridge.protocol``,
+``bridge.runtime``, ``bridge.settings``, ``bridge.stats``, ``bridge.units``; one of the three
+modules that import ``websockets`` (with ``server`` and ``upstream``; docs/architecture.md
+s.2).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import heapq
 import json
 import logging
@@ -50,12 +52,12 @@ import ssl
 import sys
 import time
 from array import array
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 from websockets.client import ClientProtocol
@@ -71,34 +73,30 @@ except ImportError:  # pragma: no cover - websockets built without its C extensi
 from bridge.audio.pcm import Samples, to_bytes, to_samples, tone
 from bridge.audio.resample import resample_whole
 from bridge.audio.wav import WavWriter, read_wav
-from bridge.config import parse_key_values
 from bridge.errors import BridgeError, ConfigError
-from bridge.pacing import FRAME_NS, MS, Clock, MonotonicClock
+from bridge.pacing import Clock, MonotonicClock
 from bridge.protocol.vonage import (
     DTMF_DIGITS,
-    SUPPORTED_RATES,
+    PLAYBACK_BUFFER_FRAMES,
     build_cleared_event,
     build_connected,
     build_dtmf_event,
     build_notify_event,
-    frame_bytes,
-    frame_samples,
     parse_command,
 )
+from bridge.runtime import freeze_startup_heap, run
+from bridge.settings import parse_pairs
 from bridge.stats import Histogram
-
-T = TypeVar("T")
+from bridge.units import FRAME_NS, MS, SUPPORTED_RATES, frame_bytes, frame_samples
+from bridge.units import SECOND as S
 
 _ws_log = logging.getLogger("bridge.simulator.websocket")
 
-S = 1_000_000_000
 DTMF_SPACING_NS = 300 * MS
 #: Close code for a wrong-sized binary frame. Real Vonage drops the socket (the far end sees
-#: 1006, protocol.md s.4); a clean 1002 "protocol error" with Vonage's message is easier to
+#: 1006, docs/protocol.md s.4); a clean 1002 "protocol error" with Vonage's message is easier to
 #: diagnose and to assert on, and still ends the call at once.
 BAD_FRAME_CLOSE_CODE = 1002
-#: Vonage's playback buffer in current docs: 3072 frames, about 60 s (protocol.md s.4).
-PLAYBACK_BUFFER_FRAMES = 3072
 #: Sender lateness p99 (or event loop lag p99) above this means the client could not keep its
 #: own schedule, or read what came back in time, so its latencies include its own queueing.
 OVERLOAD_LATENESS_MS = 2.0
@@ -460,8 +458,8 @@ class _Connection(asyncio.Protocol):
     are framed here, about 25 lines each way: websockets' generator-based parser and frame
     objects cost more per 20 ms frame (~5 us) than everything else the generator does for it.
     Control frames are handed to ``ClientProtocol`` whole, so its parser is always at a frame
-    boundary. permessage-deflate is never offered (lessons.md), so frames carry no RSV bits,
-    and no User-Agent is sent (protocol.md s.1).
+    boundary. permessage-deflate is never offered (docs/lessons.md s.7), so frames carry no RSV
+    bits, and no User-Agent is sent (docs/protocol.md s.1).
     """
 
     def __init__(
@@ -963,7 +961,7 @@ class _Call:
 
     def on_binary(self, data: bytes, now: int) -> None:
         if len(data) != self.frame_bytes:
-            # protocol.md s.4: Vonage stops listening and drops the call.
+            # docs/protocol.md s.4: Vonage stops listening and drops the call.
             self.bad_frames += 1
             if self.conn is not None and self.conn.is_open:
                 reason = f"unexpected frame size {len(data)}, when required {self.frame_bytes}"
@@ -1068,7 +1066,7 @@ class _Call:
         try:
             command = parse_command(text)
         except ValueError:
-            self.unknown_commands += 1  # protocol.md s.5: send nothing else as text
+            self.unknown_commands += 1  # docs/protocol.md s.5: send nothing else as text
             return
         conn = self.conn
         if conn is None:
@@ -1078,7 +1076,7 @@ class _Call:
             if self.play_end_ns > now:
                 self.frames_cleared += -(-(self.play_end_ns - now) // FRAME_NS)
             self.play_end_ns = now
-            # protocol.md s.5: after a clear, a pending notify may never come.
+            # docs/protocol.md s.5: after a clear, a pending notify may never come.
             self.notifies_dropped += len(self.notify_timers)
             self._cancel_notifies()
             conn.send_text(build_cleared_event())
@@ -1469,27 +1467,15 @@ async def _run_part(
     return part
 
 
-def _settle_gc() -> None:
-    """For a process that only generates load: collect once, then freeze what is left.
-
-    Everything imported so far (numpy, websockets, asyncio: tens of thousands of objects)
-    moves out of the collector's way; a full collection otherwise walks all of it and stalls
-    every call's sender for 10-20 ms, which shows up as late frames that are the generator's
-    own. Not done by ``run_load`` itself: a library call must not freeze its caller's heap.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def _load_worker(
     pipe: Connection, opts: CallOptions, calls: int, indices: range, ramp_ns: int
 ) -> None:
     """One load process: say ready, wait for the common start time, run, send the part."""
     try:
-        _settle_gc()
+        freeze_startup_heap()
         pipe.send(("ready", None))
         begin_ns = pipe.recv()
-        part = _run(_run_part(opts, calls, indices, begin_ns, ramp_ns))
+        part = run(_run_part(opts, calls, indices, begin_ns, ramp_ns))
         pipe.send(("done", part))
     except Exception as exc:
         pipe.send(("error", _one_line(exc)))
@@ -1679,16 +1665,6 @@ def format_load_report(r: LoadReport) -> str:
 # --- CLI -------------------------------------------------------------------------------
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed: the client's own overhead skews its latencies."""
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
 def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = CallOptions("ws://x")
     parser.add_argument("url", help="websocket URL of the bridge, e.g. ws://127.0.0.1:8080/socket")
@@ -1755,23 +1731,13 @@ def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _parse_http_headers(items: list[str]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
-            raise ConfigError(f"--http-header needs 'NAME: VALUE', got {item.split(':')[0]!r}")
-        headers[name.strip()] = value.strip()
-    return headers
-
-
 def options_from_args(args: argparse.Namespace) -> CallOptions:
     """Build :class:`CallOptions` from parsed arguments; bad values raise ``ConfigError``."""
     return CallOptions(
         url=args.url,
         rate=args.rate,
         seconds=args.seconds,
-        headers=parse_key_values(args.header, "--header"),
+        headers=parse_pairs(args.header, "--header"),
         wav=args.wav,
         tone_hz=args.tone,
         dtmf=args.dtmf,
@@ -1782,14 +1748,14 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
         record_sent=args.record_sent,
         connect_timeout_s=args.connect_timeout,
         measure_pacing=args.measure_pacing,
-        extra_headers=_parse_http_headers(args.http_header),
+        extra_headers=parse_pairs(args.http_header, "--http-header", separator=":"),
         ca_file=args.ca_file,
         insecure=args.insecure,
     )
 
 
 def _cli_call(args: argparse.Namespace) -> int:
-    report = _run(run_call(options_from_args(args)))
+    report = run(run_call(options_from_args(args)))
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_call_report(report))
     return 0 if report.completed else 1
 
@@ -1800,9 +1766,9 @@ def _cli_load(args: argparse.Namespace) -> int:
         raise ConfigError(f"--calls must be >= 1, got {args.calls}")
     if args.procs < 1:
         raise ConfigError(f"--procs must be >= 1, got {args.procs}")
-    _settle_gc()
+    freeze_startup_heap()
     try:
-        report = _run(run_load(opts, args.calls, args.ramp, procs=args.procs))
+        report = run(run_load(opts, args.calls, args.ramp, procs=args.procs))
     except LoadProcessError as exc:
         sys.stderr.write(f"bridge: load failed: {exc}\n")
         return 1

@@ -1,8 +1,8 @@
 """Bounded-memory statistics for long calls and many calls: a log-linear histogram.
 
 A call of hours records one value per 20 ms frame; keeping the samples would grow without
-bound (lessons.md: nothing per call may grow with call length). :class:`Histogram` keeps
-counts in HDR-style buckets instead: values below ``2**sub_bits`` units are exact, above that
+bound (docs/lessons.md s.8: nothing per call may grow with call length). :class:`Histogram`
+keeps counts in HDR-style buckets instead: values below ``2**sub_bits`` units are exact, above that
 every power-of-two range is split into ``2**(sub_bits-1)`` equal buckets, so the relative
 error of a percentile is below ``2**-(sub_bits-1)`` (0.8 % with the default 8 bits) at any
 magnitude. Buckets are a sparse dict, so memory follows the number of distinct buckets hit

@@ -110,11 +110,12 @@ class AsrTotals:
         }
 
 
-def check_available() -> None:
-    """Raise ``ConfigError`` with the fix when pocketsphinx is not installed."""
+def check_available(needed_by: str) -> None:
+    """Raise ``ConfigError`` with the fix when pocketsphinx is not installed; the message
+    names ``needed_by`` (the setting that asked for transcription)."""
     if importlib.util.find_spec("pocketsphinx") is None:
         raise ConfigError(
-            "--mode transcribe needs pocketsphinx: pip install 'bridge[asr]' "
+            f"{needed_by} needs pocketsphinx: pip install 'bridge[asr]' "
             "(or pip install pocketsphinx)"
         )
 

@@ -19,7 +19,7 @@ drops the oldest audio, counted and logged. ``max_attempts`` consecutive failed 
 Nothing here blocks the event loop or waits on another call: each call owns one task.
 
 Import rule: asyncio, websockets' client, the standard library; nothing else from bridge
-except ``bridge.__version__``.
+except ``bridge.__version__`` and ``bridge.units``.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.protocol import State
 
 from bridge import __version__
+from bridge.units import FRAME_MS
 
 log = logging.getLogger("bridge.upstream")
 
-FRAME_MS = 20
 BACKOFF_MAX_MS = 5000
 #: A ping at least every this many frames while audio flows (fewer if the window is smaller).
 PING_EVERY_FRAMES = 5
@@ -240,7 +240,7 @@ class UpstreamLink:
                 ws = await connect(
                     self.options.url,
                     open_timeout=self.options.timeout_s,
-                    compression=None,  # lessons.md: deflate costs CPU and buys nothing on PCM
+                    compression=None,  # docs/lessons.md s.7: deflate costs CPU, buys nothing on PCM
                     ping_interval=None,  # our own pings confirm audio (module doc)
                     close_timeout=1,
                     max_size=MAX_MESSAGE_BYTES,

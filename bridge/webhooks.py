@@ -5,17 +5,13 @@
 ``from`` and ``to`` are carried into the websocket URI's query string, so they arrive as the
 call's metadata (``call.query``) and ``uuid`` becomes the call id in every log line. The
 connect is ``synchronous`` with ``eventUrl`` = our ``/event`` and ``eventMethod: GET``
-(protocol.md s.1), so everything works with GET.
+(docs/protocol.md s.1), so everything works with GET.
 
-How the websocket is authenticated follows the server's own settings, so the NCCO always opens
-a socket the server will accept:
-
-- ``--vonage-signature-secret``: ``authorization: {"type": "vonage"}`` (Vonage signs the
-  upgrade with the same secret);
-- ``--token`` only: ``authorization: {"type": "custom", "value": "Bearer TOKEN"}``, a header
-  rather than the query string (query strings end up in proxy logs). This hands the token to
-  whoever may fetch ``/answer``, which is why the server applies the same authentication to
-  the webhooks as to upgrades (configure the answer URL with ``?token=``).
+How the websocket is authenticated follows the server's own settings
+(:func:`bridge.endpoints.bridge_authorization`), so the NCCO always opens a socket the server
+will accept. With ``--token`` that hands the token to whoever may fetch ``/answer``, which is
+why the server applies the same authentication to the webhooks as to upgrades (configure the
+answer URL with ``?token=``).
 
 ``/event`` logs each call event as one line (``call event``) carrying the call's id, and
 answers 204 (no NCCO: nothing more to run when the websocket leg ends).
@@ -31,8 +27,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from bridge.config import ServerConfig, parse_pairs
-from bridge.endpoints import Authorization, Connect, WebsocketEndpoint, ncco
+from bridge.config import ServerConfig
+from bridge.endpoints import bridge_authorization, websocket_ncco
 
 log = logging.getLogger("bridge.webhooks")
 
@@ -50,34 +46,30 @@ def event_url(public_url: str) -> str:
     return f"{scheme}://{parts.netloc}/event"
 
 
+def socket_uri(public_url: str, path: str, query: Mapping[str, str]) -> str:
+    """Our websocket as Vonage reaches it, carrying the answer's call identifiers."""
+    parts = urlsplit(public_url)
+    carried = {key: query[key] for key in CARRIED_KEYS if query.get(key)}
+    uri = f"{parts.scheme}://{parts.netloc}{path}"
+    return f"{uri}?{urlencode(carried)}" if carried else uri
+
+
 def answer_ncco(config: ServerConfig, query: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The NCCO for one call; raises ``EndpointError`` if the settings make an invalid one."""
+    """The NCCO for one call; raises ``EndpointError`` if the settings make an invalid one.
+
+    The document is built by :func:`bridge.endpoints.websocket_ncco`, as ``bridge ncco``'s
+    is; this function only turns the server's settings into that builder's arguments.
+    """
     if config.public_url is None:
         raise ValueError("answer_ncco needs config.public_url")
-    parts = urlsplit(config.public_url)
-    carried = {key: query[key] for key in CARRIED_KEYS if query.get(key)}
-    uri = f"{parts.scheme}://{parts.netloc}{config.path}"
-    if carried:
-        uri += "?" + urlencode(carried)
-    authorization: Authorization | None = None
-    if config.vonage_signature_secret:
-        authorization = Authorization("vonage")
-    elif config.token:
-        authorization = Authorization("custom", f"Bearer {config.token}")
-    headers = parse_pairs(config.answer_headers, "--answer-headers")
-    endpoint = WebsocketEndpoint(
-        uri,
-        content_type=f"audio/l16;rate={config.answer_rate}",
-        headers=headers or None,
-        authorization=authorization,
+    return websocket_ncco(
+        socket_uri(config.public_url, config.path, query),
+        config.answer_rate,
+        config.answer_header_pairs,
+        bridge_authorization(signed=bool(config.vonage_signature_secret), token=config.token),
+        event_url(config.public_url),
+        "GET",
     )
-    connect = Connect(
-        endpoint,
-        event_type="synchronous",
-        event_url=(event_url(config.public_url),),
-        event_method="GET",
-    )
-    return ncco(connect)
 
 
 def answer_body(config: ServerConfig, query: Mapping[str, str]) -> bytes:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import shutil
@@ -32,18 +31,18 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 
 from prometheus_client.multiprocess import mark_process_dead
 
 from bridge.auth import check_exposure
 from bridge.config import ServerConfig, config_from, env_name
 from bridge.errors import ConfigError
+from bridge.http import phone_url
 from bridge.metrics import MULTIPROC_ENV
+from bridge.runtime import run
+from bridge.settings import to_environ
 
 log = logging.getLogger("bridge.workers")
-T = TypeVar("T")
 
 WORKER_INDEX_ENV = "BRIDGE_WORKER_INDEX"
 READY_LINE = b"ready\n"
@@ -61,15 +60,11 @@ def worker_environment(
 ) -> dict[str, str]:
     """The child's environment: every setting as ``BRIDGE_*`` (unset ones removed)."""
     env = dict(os.environ)
-    for f in dataclasses.fields(ServerConfig):
-        value: Any = getattr(config, f.name)
-        name = env_name(f.name)
+    for name, value in to_environ(config).items():
         if value is None:
             env.pop(name, None)
-        elif isinstance(value, bool):
-            env[name] = "true" if value else "false"
         else:
-            env[name] = str(value)
+            env[name] = value
     env[env_name("port")] = str(port)
     env[env_name("workers")] = "1"
     env[WORKER_INDEX_ENV] = str(index)
@@ -141,6 +136,7 @@ class Supervisor:
                     "workers": len(self.workers),
                     "pids": [w.proc.pid for w in self.workers if w.proc is not None],
                     "metrics_dir": self.metrics_dir,
+                    **phone_url(self.config, self.port),
                 },
             )
             watchers = [asyncio.ensure_future(self._watch(w)) for w in self.workers]
@@ -254,18 +250,8 @@ class Supervisor:
         return 0
 
 
-def run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop where it is installed, as ``bridge serve`` does."""
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - only on platforms without uvloop
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
 def run_supervisor(config: ServerConfig) -> int:
-    return run_loop(Supervisor(config).run())
+    return run(Supervisor(config).run())
 
 
 # --- the worker side ---------------------------------------------------------------------
@@ -319,7 +305,7 @@ def worker_main() -> int:
 
     index = int(os.environ.get(WORKER_INDEX_ENV, "0"))
     try:
-        config: ServerConfig = config_from(None)
+        config = config_from(None)
     except ConfigError as exc:
         sys.stderr.write(f"bridge: error: {exc}\n")
         return 2
@@ -327,7 +313,7 @@ def worker_main() -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerField(index))
     try:
-        run_loop(_worker_main(config, index))
+        run(_worker_main(config, index))
     except ConfigError as exc:
         sys.stderr.write(f"bridge: error: {exc}\n")
         return 2

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import trustme
+
 from bridge.call import Handler
 from bridge.config import ServerConfig
 from bridge.handlers import echo
@@ -108,3 +110,14 @@ def start_server_process(args: Sequence[str] = ()) -> ServerProcess:
                 return server
     proc.wait()
     raise RuntimeError(f"bridge serve exited with {proc.returncode} before listening")
+
+
+def make_tls(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 and localhost: (CA file, chain, key)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, chain, key = folder / "ca.pem", folder / "chain.pem", folder / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_pem.write_to_path(str(key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    return ca_file, chain, key

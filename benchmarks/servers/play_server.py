@@ -16,11 +16,10 @@ import contextlib
 import signal
 import sys
 
-import uvloop
-
 from bridge.audio.pcm import Samples, tone
 from bridge.call import Call
 from bridge.config import ServerConfig
+from bridge.runtime import run
 from bridge.server import BridgeServer
 
 PIECE_MS = 100
@@ -60,4 +59,4 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))

@@ -1,7 +1,7 @@
 """Bare ``websockets`` echo (asyncio API, uvloop): the capacity benchmark's Python baseline.
 
-What a developer would write first with the ``websockets`` library, and what lessons.md
-measured: binary messages come straight back, text (the Vonage first message) is read and
+What a developer would write first with the ``websockets`` library, and what
+docs/lessons.md s.7 measured: binary messages come straight back, text (the Vonage first message) is read and
 dropped, no pipeline, permessage-deflate off (as bridge has it). Run
 ``python -m benchmarks.servers.websockets_echo [PORT]``; prints ``listening PORT`` once bound
 to 127.0.0.1 (port 0: any free one) and runs until SIGTERM or SIGINT.

@@ -1,10 +1,10 @@
 """Exact 20 ms framing with remainder carry.
 
-Vonage drops the call on a wrong-sized outbound message (protocol.md s.4), and may send
+Vonage drops the call on a wrong-sized outbound message (docs/protocol.md s.4), and may send
 inbound frames of other sizes; both directions therefore go through a framer that re-slices
 anything into exact frames and carries the remainder (odd bytes included) to the next push.
 
-Import rule: numpy and the standard library only.
+Import rule: numpy, the standard library and ``bridge.audio.pcm`` only.
 """
 
 from __future__ import annotations

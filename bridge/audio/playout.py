@@ -3,7 +3,7 @@
 Overflow policy: the queue never grows past ``max_ms``. ``Call.play`` waits for room
 (backpressure, nothing lost); a non-waiting push that finds the queue full drops the
 *oldest* queued audio and counts it, because for live audio the newest is what matters and a
-bounded queue is a bounded added latency (lessons.md: backlogs that never drain).
+bounded queue is a bounded added latency (docs/lessons.md s.3: backlogs that never drain).
 
 Notify markers take no audio time, so they are bounded by count: at most ``max_markers``
 (by default one per 20 ms frame of ``max_ms``) wait in the queue; one more drops the *oldest*
@@ -12,7 +12,7 @@ wait for room), and a marker's job is to say that the audio before it has been h
 newest markers say the most, an upstream flooding markers gets a bounded queue, and every
 audio frame is kept.
 
-Import rule: standard library only.
+Import rule: standard library and ``bridge.units`` only.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.units import FRAME_MS
+
 
 @dataclass(frozen=True, slots=True)
 class Marker:
-    """A ``notify`` placed after the audio queued before it (protocol.md s.5)."""
+    """A ``notify`` placed after the audio queued before it (docs/protocol.md s.5)."""
 
     payload: Any
 
@@ -44,7 +46,9 @@ class PlayoutBuffer:
         "peak_frames",
     )
 
-    def __init__(self, max_ms: int, frame_ms: int = 20, max_markers: int | None = None) -> None:
+    def __init__(
+        self, max_ms: int, frame_ms: int = FRAME_MS, max_markers: int | None = None
+    ) -> None:
         if max_ms < frame_ms:
             raise ValueError(f"playout buffer must hold at least one frame ({frame_ms} ms)")
         self.max_frames = max_ms // frame_ms

@@ -11,8 +11,8 @@ aliases by 80 dB and stays under a few ms (benchmarks/resampling.py measures the
 telephony bridge cannot add that, so the live path's budget per stage is <= 5 ms added delay,
 >= 80 dB alias/image rejection and ~10 us of CPU per 20 ms frame.
 
-Import rule: numpy and soxr only. No asyncio, no websockets, nothing from the rest of bridge;
-this is plain synchronous CPU work that any layer may call.
+Import rule: numpy, soxr and ``bridge.units`` only. No asyncio, no websockets, nothing else from
+bridge; this is plain synchronous CPU work that any layer may call.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
-SUPPORTED_RATES: tuple[int, ...] = (8000, 16000, 24000)
+from bridge.units import SUPPORTED_RATES, rates_text
 
 # The passband ends at 0.85 x the lower Nyquist (3.4 kHz for anything touching 8 kHz: the
 # telephony band edge) and the stopband starts exactly at the lower Nyquist, so every alias or
@@ -57,7 +57,7 @@ def _check_rates(in_rate: int, out_rate: int) -> None:
     if in_rate not in SUPPORTED_RATES or out_rate not in SUPPORTED_RATES:
         raise ValueError(
             f"unsupported resampling {in_rate} Hz -> {out_rate} Hz: both rates must be one of "
-            f"{', '.join(str(rate) for rate in SUPPORTED_RATES)} Hz"
+            f"{rates_text()} Hz"
         )
 
 
@@ -248,7 +248,7 @@ class Resampler:
     """Stateful streaming resampler: one per call per direction.
 
     Never shared, never reset on a timer. Why stateful: resampling each chunk on its own clicks
-    at every boundary, and resetting on a timer drops syllables (see lessons.md). The filter
+    at every boundary, and resetting on a timer drops syllables (docs/lessons.md s.5). The filter
     history therefore lives here for the whole call and is dropped only on an explicit
     ``reset()`` (a ``clear``) or ``flush()``.
 

@@ -2,9 +2,9 @@
 
 The writer rewrites the RIFF and data sizes in the header after each second of audio, so a
 process that dies mid-call still leaves a playable file holding everything up to the last
-second (lessons.md: never keep a whole call in memory).
+second (docs/lessons.md s.8: never keep a whole call in memory).
 
-Import rule: numpy and the standard library only.
+Import rule: numpy, the standard library and ``bridge.audio.pcm`` only.
 """
 
 from __future__ import annotations

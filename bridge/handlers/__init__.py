@@ -1,15 +1,17 @@
 """What a call does. Each built-in mode is a handler written with the public API.
 
 A handler is ``async def handler(call: Call) -> None``; see ``bridge.call.Call``.
-:func:`build_handler` turns the server's config into the handler every call runs:
+:func:`build_handler` turns the mode settings (``bridge.config.ModeSettings``) into the
+handler every call runs:
 
 * the mode (``HANDLERS``): ``echo``, ``forward`` (``--upstream``), ``transcribe``
   (``--transcripts``), ``play`` (``--play`` or ``--tone``, ``--barge-in``);
-* wrapped by ``record`` when ``--record-dir`` is given, whatever the mode.
+* wrapped by ``transcribed`` when ``--transcribe`` is given in another mode, and by
+  ``recorded`` when ``--record-dir`` is given, whatever the mode.
 
 Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.config``, ``bridge.protocol``,
-``bridge.transcribe``; never websockets (``forward`` reaches its upstream through
-``bridge.upstream``, the one client handlers may use).
+``bridge.transcribe`` and the modes (``bridge.handlers``); never websockets (``forward``
+reaches its upstream through ``bridge.upstream``, the one client handlers may use).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bridge.call import Call, Handler
-from bridge.config import ServerConfig
+from bridge.config import Mode, ModeSettings
 from bridge.handlers.echo import echo
 from bridge.handlers.forward import ForwardSettings, forward
 from bridge.handlers.play import PlaySettings, load_prompt, play
@@ -74,20 +76,21 @@ class _Owned:
         self.closers: list[Callable[[], None]] = []
         self.sources: list[CounterSource] = []
 
-    def pool(self) -> AsrPool:
-        check_available()
+    def pool(self, option: str) -> AsrPool:
+        """A recogniser pool (``option``: the setting that asked for it, for the error)."""
+        check_available(option)
         pool = AsrPool()
         self.closers.append(pool.close)
         self.sources.append(pool.totals)
         return pool
 
 
-def _echo(config: ServerConfig, owned: _Owned) -> Handler:
+def _echo(config: ModeSettings, owned: _Owned) -> Handler:
     return echo
 
 
-def _forward(config: ServerConfig, owned: _Owned) -> Handler:
-    assert config.upstream is not None  # ServerConfig checks it for --mode forward
+def _forward(config: ModeSettings, owned: _Owned) -> Handler:
+    assert config.upstream is not None  # ModeSettings checks it for --mode forward
     options = UpstreamOptions(
         url=config.upstream,
         buffer_ms=config.upstream_buffer_ms,
@@ -106,15 +109,17 @@ def _forward(config: ServerConfig, owned: _Owned) -> Handler:
     )
 
 
-def _transcribe(config: ServerConfig, owned: _Owned) -> Handler:
-    assert config.transcripts is not None  # ServerConfig checks it for --mode transcribe
-    return transcribe(owned.pool(), Path(config.transcripts))
+def _transcribe(config: ModeSettings, owned: _Owned) -> Handler:
+    assert config.transcripts is not None  # ModeSettings checks it for --mode transcribe
+    return transcribe(owned.pool(config.option("mode", "transcribe")), Path(config.transcripts))
 
 
-def _play(config: ServerConfig, owned: _Owned) -> Handler:
+def _play(config: ModeSettings, owned: _Owned) -> Handler:
     if config.play is not None:
         settings = PlaySettings(
-            prompt=load_prompt(config.play), name=Path(config.play).name, barge_in=config.barge_in
+            prompt=load_prompt(config.play, config.option("play")),
+            name=Path(config.play).name,
+            barge_in=config.barge_in,
         )
     else:
         settings = PlaySettings(tone_hz=config.tone, barge_in=config.barge_in)
@@ -122,7 +127,7 @@ def _play(config: ServerConfig, owned: _Owned) -> Handler:
 
 
 #: Each mode's builder: settings from the config in, the handler out.
-HANDLERS: dict[str, Callable[[ServerConfig, _Owned], Handler]] = {
+HANDLERS: dict[Mode, Callable[[ModeSettings, _Owned], Handler]] = {
     "echo": _echo,
     "forward": _forward,
     "transcribe": _transcribe,
@@ -130,7 +135,7 @@ HANDLERS: dict[str, Callable[[ServerConfig, _Owned], Handler]] = {
 }
 
 
-def build_handler(config: ServerConfig) -> BuiltHandler:
+def build_handler(config: ModeSettings) -> BuiltHandler:
     """The handler for ``config.mode`` with its settings bound, recorded if asked.
 
     Raises ``ConfigError`` for what only shows when building (an unreadable ``--play``
@@ -139,8 +144,9 @@ def build_handler(config: ServerConfig) -> BuiltHandler:
     owned = _Owned()
     handler = HANDLERS[config.mode](config, owned)
     if config.transcribe and config.mode != "transcribe":
-        assert config.transcripts is not None  # ServerConfig checks it for --transcribe
-        handler = transcribed(handler, owned.pool(), Path(config.transcripts))
+        assert config.transcripts is not None  # ModeSettings checks it for --transcribe
+        pool = owned.pool(config.option("transcribe"))
+        handler = transcribed(handler, pool, Path(config.transcripts))
     if config.record_dir:
         handler = recorded(handler, Path(config.record_dir))
     return BuiltHandler(handler, owned.closers, owned.sources)

@@ -8,7 +8,7 @@ The log's lines are written on the process's file-writer thread (``bridge.filewr
 order, one ``write`` each (so a crash loses at most the last moment's lines); the event
 loop only formats them.
 
-Import rule: standard library, ``bridge.call`` and ``bridge.filewriter`` only.
+Import rule: standard library, ``bridge.call``, ``bridge.filewriter`` and ``bridge.units`` only.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import Any
 
 from bridge.call import Call
 from bridge.filewriter import file_writer
+from bridge.units import SECOND
 
 log = logging.getLogger("bridge.calllog")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 MAX_NAME = 64
-NS_PER_S = 1_000_000_000
 
 
 def safe_name(call_id: str) -> str:
@@ -76,7 +76,7 @@ class CallLog:
             "call_id": call.id,
             "type": kind,
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "t": round((call.clock.now_ns() - call.start_ns) / NS_PER_S, 3),
+            "t": round((call.clock.now_ns() - call.start_ns) / SECOND, 3),
             **fields,
         }
         data = (json.dumps(line, ensure_ascii=False, default=str) + "\n").encode()

@@ -2,6 +2,8 @@
 
 With ``--pipeline-rate`` the frames pass through both resampling stages, which makes echo the
 simplest end-to-end check of the whole pipeline.
+
+Import rule: ``bridge.call`` only: the public handler API is enough.
 """
 
 from __future__ import annotations

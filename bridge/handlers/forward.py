@@ -13,7 +13,8 @@ Written with the public handler API only (plus ``bridge.upstream`` for the link)
 * Vonage's events (DTMF, notify, cleared) go up to the upstream as the same JSON text Vonage
   uses, in order with the audio.
 
-Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.protocol``, ``bridge.upstream``.
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.protocol``, ``bridge.upstream``,
+``bridge.units``, ``bridge.handlers.calllog``.
 """
 
 from __future__ import annotations
@@ -33,17 +34,18 @@ from bridge.audio.pcm import Samples, to_bytes, to_samples
 from bridge.audio.resample import Resampler
 from bridge.call import Call, Handler
 from bridge.handlers.calllog import open_call_log
-from bridge.protocol.vonage import Cleared, Dtmf, Event, Notified, content_type, frame_samples
+from bridge.protocol.vonage import PLAYBACK_BUFFER_FRAMES, Cleared, Dtmf, Event, Notified
+from bridge.units import content_type, frame_samples
 from bridge.upstream import Item, UpstreamLink, UpstreamOptions
 
 log = logging.getLogger("bridge.forward")
 
-#: Audio from the upstream waiting to be played (a bot may send a whole answer at once);
-#: Vonage's own buffer is about 60 s (protocol.md s.4). Beyond it the oldest is dropped.
-PLAY_QUEUE_MAX_S = 60
-#: Notify markers waiting among that audio: one per 20 ms of it; beyond, the oldest marker is
-#: dropped (as in the call's own queue, ``bridge.audio.playout``).
-PLAY_QUEUE_MAX_MARKERS = PLAY_QUEUE_MAX_S * 50
+#: Audio from the upstream waiting to be played (a bot may send a whole answer at once) is
+#: bounded like Vonage's own buffer (docs/protocol.md s.4). Beyond it the oldest is dropped.
+PLAY_QUEUE_MAX_FRAMES = PLAYBACK_BUFFER_FRAMES
+#: Notify markers waiting among that audio: one per 20 ms frame of it; beyond, the oldest
+#: marker is dropped (as in the call's own queue, ``bridge.audio.playout``).
+PLAY_QUEUE_MAX_MARKERS = PLAY_QUEUE_MAX_FRAMES
 #: Upstream text shown in a log line is cut to this many characters.
 LOG_TEXT_CHARS = 300
 UPSTREAM_UNAVAILABLE = 1011
@@ -99,7 +101,7 @@ def render_hello(template: str, call: Call, upstream_rate: int) -> str:
 
 
 def event_json(event: Event) -> str:
-    """A Vonage event as Vonage wrote it (protocol.md s.5), for the upstream."""
+    """A Vonage event as Vonage wrote it (docs/protocol.md s.5), for the upstream."""
     obj: dict[str, Any]
     if isinstance(event, Dtmf):
         obj = {"event": "websocket:dtmf", "digit": event.digit}
@@ -130,7 +132,7 @@ class _Player:
         self._call = call
         self._queue: deque[Samples | _Mark] = deque()
         self._queued = 0
-        self._max = PLAY_QUEUE_MAX_S * call.pipeline_rate
+        self._max = PLAY_QUEUE_MAX_FRAMES * frame_samples(call.pipeline_rate)
         self._markers = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

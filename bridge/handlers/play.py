@@ -11,7 +11,8 @@ prompt has been heard in full (logged with the heard position). The call stays u
 cancelled (so nothing more is queued), then ``Call.clear`` drops bridge's queue and Vonage's
 buffer.
 
-Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.protocol``, standard library.
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.protocol``, ``bridge.errors``,
+``bridge.units``, standard library.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from bridge.audio.resample import resample_whole
 from bridge.audio.wav import read_wav
 from bridge.call import Call, Handler
 from bridge.errors import ConfigError
-from bridge.protocol.vonage import SUPPORTED_RATES, Dtmf, Notified
+from bridge.protocol.vonage import Dtmf, Notified
+from bridge.units import SUPPORTED_RATES
 
 log = logging.getLogger("bridge.play")
 
@@ -45,14 +47,15 @@ class PlaySettings:
     barge_in: bool = False
 
 
-def load_prompt(path: str | Path) -> dict[int, Samples]:
-    """Read a WAV file once and convert it to every rate a call's pipeline can have."""
+def load_prompt(path: str | Path, source: str = "prompt") -> dict[int, Samples]:
+    """Read a WAV file once and convert it to every rate a call's pipeline can have;
+    an error names ``source`` (the setting that gave the path)."""
     try:
         samples, rate = read_wav(path)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--play (BRIDGE_PLAY): cannot read {path}: {exc}") from exc
+        raise ConfigError(f"{source}: cannot read {path}: {exc}") from exc
     if not len(samples):
-        raise ConfigError(f"--play (BRIDGE_PLAY): {path} holds no audio")
+        raise ConfigError(f"{source}: {path} holds no audio")
     return {r: resample_whole(samples, rate, r) for r in SUPPORTED_RATES}
 
 

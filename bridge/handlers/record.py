@@ -19,7 +19,8 @@ whose writes cannot be queued fails, logged, and the call goes on unrecorded). A
 mid-call leaves a playable file holding everything up to the last block written: at most
 ``HOLD_ROWS + BLOCK_ROWS`` rows (0.7 s) short of the crash.
 
-Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.filewriter``, standard library.
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.units``, ``bridge.handlers.calllog``,
+``bridge.filewriter``, standard library.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ from bridge.audio.wav import WavWriter
 from bridge.call import Call, Handler
 from bridge.filewriter import file_writer
 from bridge.handlers.calllog import reserve_path
-from bridge.pacing import FRAME_NS
-from bridge.protocol.vonage import frame_bytes
+from bridge.units import FRAME_NS, frame_bytes
 
 log = logging.getLogger("bridge.record")
 

@@ -15,7 +15,8 @@ stops there, and the summary line says ``"status": "failed"`` with the error and
 of the call were never decoded (everything after the last settled point, see
 ``bridge.transcribe.FeedResult``); ``/metrics`` counts both. Other calls are not affected.
 
-Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.transcribe``, standard library.
+Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.transcribe``,
+``bridge.handlers.calllog``, standard library.
 """
 
 from __future__ import annotations

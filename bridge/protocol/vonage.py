@@ -1,16 +1,15 @@
-"""The Vonage Voice API websocket dialect (protocol.md sections 3-5), both directions.
+"""The Vonage Voice API websocket dialect (docs/protocol.md s.3-5), both directions.
 
 Parsing is for the server (Vonage -> bridge); the ``build_*_event`` helpers are for the
 simulator, which plays Vonage's side. Every function is pure: text in, dataclass or text out.
 
-Import rule: standard library and ``bridge.errors`` only.
+Import rule: standard library, ``bridge.errors`` and ``bridge.units`` only.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,39 +17,22 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from bridge.errors import Fault, PeerError
+from bridge.units import content_type, rate_of
 
-SUPPORTED_RATES: tuple[int, ...] = (8000, 16000, 24000)
-FRAME_MS = 20
-FRAMES_PER_SECOND = 1000 // FRAME_MS
-BYTES_PER_SAMPLE = 2
 DTMF_DIGITS = frozenset("0123456789*#")
-
-# ASCII only: ``\d`` would otherwise accept other scripts' digits (Arabic-Indic, ...).
-_CONTENT_TYPE = re.compile(r"^\s*audio/l16\s*;\s*rate\s*=\s*(\d+)\s*$", re.IGNORECASE | re.ASCII)
-
-
-def frame_samples(sample_rate: int) -> int:
-    """Samples in one 20 ms frame at ``sample_rate`` (protocol.md s.4)."""
-    return sample_rate * FRAME_MS // 1000
-
-
-def frame_bytes(sample_rate: int) -> int:
-    """Bytes in one 20 ms frame: the only outbound message size Vonage accepts."""
-    return frame_samples(sample_rate) * BYTES_PER_SAMPLE
-
-
-def content_type(sample_rate: int) -> str:
-    return f"audio/l16;rate={sample_rate}"
+#: Vonage's playback buffer for the audio we send, in frames: 3072 (about 61 s) in current
+#: docs, 1024 in older ones; past it, assume audio is dropped (docs/protocol.md s.4).
+PLAYBACK_BUFFER_FRAMES = 3072
+#: The longest a websocket leg may last, and Vonage's default ``limit`` (docs/protocol.md s.6).
+MAX_LEG_S = 7200
 
 
 def parse_content_type(value: object) -> int:
     """Return the sample rate named by a ``content-type`` value, or raise ``PeerError``."""
-    if not isinstance(value, str):
+    rate = rate_of(value) if isinstance(value, str) else None
+    if rate is None:
         raise PeerError(Fault.UNSUPPORTED_CONTENT_TYPE, f"{value!r}")
-    match = _CONTENT_TYPE.match(value)
-    if match is None or int(match.group(1)) not in SUPPORTED_RATES:
-        raise PeerError(Fault.UNSUPPORTED_CONTENT_TYPE, f"{value!r}")
-    return int(match.group(1))
+    return rate
 
 
 def parse_query(query: str) -> dict[str, str]:
@@ -68,7 +50,7 @@ class Connected:
 
 
 def parse_connected(text: str, query: str = "") -> Connected:
-    """Parse the ``websocket:connected`` text frame (protocol.md s.3).
+    """Parse the ``websocket:connected`` text frame (docs/protocol.md s.3).
 
     Unknown keys are metadata, never rejected; ``event`` is not required because the
     rate is what matters and some proxies rewrite it.

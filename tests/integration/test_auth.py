@@ -1,5 +1,5 @@
 """Who gets a websocket: real JWTs (PyJWT), tokens, 401 before any websocket, secure by
-default, and wss:// served directly (README: "Security")."""
+default, and wss:// served directly (README: "Security model")."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ APP_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
 def vonage_jwt(
     secret: str = SECRET, age_s: float = 0.0, algorithm: str = "HS256", **claims: object
 ) -> str:
-    """A JWT shaped like Vonage's (protocol.md s.2): iat, jti, iss, api_key, application_id."""
+    """A JWT shaped like Vonage's (docs/protocol.md s.2): iat, jti, iss, api_key, application_id."""
     payload: dict[str, object] = {
         "iat": int(time.time() - age_s),
         "jti": "0f3b4a0e-6f55-4b3e-9b0f-6a8c8d1e2f30",

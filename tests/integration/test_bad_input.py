@@ -8,10 +8,10 @@ import json
 import logging
 
 import pytest
-from bridge.simulator import CallOptions, run_call
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from bridge.simulator import CallOptions, run_call
 from tests.helpers import running_server, url_of, wait_s
 
 GOOD_FIRST = json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=16000"})

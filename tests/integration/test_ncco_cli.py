@@ -225,6 +225,17 @@ MISTAKES: list[tuple[str, list[str], str]] = [
     ),
     ("reserved header", ["--websocket", "ws://x", "--header", "event=x"], "endpoint.headers.event"),
     ("custom auth", ["--websocket", "ws://x", "--auth", "custom"], "--auth"),
+    ("empty token", ["--websocket", "ws://x", "--token", ""], "--token must not be empty"),
+    (
+        "auth and token",
+        ["--websocket", "ws://x", "--auth", "vonage", "--token", "t"],
+        "not allowed with",
+    ),
+    (
+        "token with sip",
+        ["--sip", "sip:a@b.example", "--from", "447700900000", "--token", "t"],
+        "--token",
+    ),
     (
         "rate with phone",
         ["--phone", "447700900123", "--rate", "8000"],

@@ -30,8 +30,8 @@ from websockets.exceptions import ConnectionClosed
 from bridge.audio.pcm import tone
 from bridge.audio.wav import read_wav, write_wav
 from bridge.errors import ConfigError
-from bridge.pacing import FRAME_NS, MS, MonotonicClock
-from bridge.protocol.vonage import frame_bytes, frame_samples, parse_connected
+from bridge.pacing import MonotonicClock
+from bridge.protocol.vonage import parse_connected
 from bridge.simulator import (
     BAD_FRAME_CLOSE_CODE,
     CallOptions,
@@ -43,6 +43,7 @@ from bridge.simulator import (
     run_load,
     stamp_frame,
 )
+from bridge.units import FRAME_NS, MS, frame_bytes, frame_samples
 
 SCALE = float(os.environ.get("BRIDGE_TEST_TIME_SCALE", "1.0"))
 

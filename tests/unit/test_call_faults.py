@@ -16,8 +16,9 @@ import pytest
 from bridge.audio.playout import PlayoutBuffer
 from bridge.call import Call
 from bridge.handlers.forward import PLAY_QUEUE_MAX_MARKERS, _Player
-from bridge.pacing import FRAME_NS, MS, FakeClock, OutboundStream, Scheduler
+from bridge.pacing import FakeClock, OutboundStream, Scheduler
 from bridge.protocol.vonage import Connected
+from bridge.units import FRAME_NS, MS
 from tests.unit.test_call import RecordingIO
 
 FRAME = bytes(640)  # 20 ms at 16 kHz

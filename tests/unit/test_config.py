@@ -108,6 +108,7 @@ def test_every_field_can_come_from_cli_or_env() -> None:
         "barge_in",
         "insecure",
         "transcribe",
+        "phone_page",
     )  # boolean fields: given without a value
     names = {f.name for f in dataclasses.fields(ServerConfig)}
     assert names == set(values) | set(flags), "a new field needs a line in this test"
@@ -121,6 +122,24 @@ def test_every_field_can_come_from_cli_or_env() -> None:
             assert getattr(config, name) == value, name
         for flag in flags:
             assert getattr(config, flag) is True, flag
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        ([], {}, None),
+        (["--phone-page"], {}, True),
+        (["--no-phone-page"], {}, False),
+        ([], {"BRIDGE_PHONE_PAGE": "false"}, False),
+        (["--phone-page"], {"BRIDGE_PHONE_PAGE": "false"}, True),
+        (["--no-phone-page"], {"BRIDGE_PHONE_PAGE": "true"}, False),
+    ],
+)
+def test_phone_page_is_decided_by_the_host_unless_given(
+    argv: list[str], environ: dict[str, str], expected: bool | None
+) -> None:
+    """None: on for a loopback --host, off otherwise (bridge/http.py phone_page_enabled)."""
+    assert _config(argv, environ).phone_page is expected
 
 
 @pytest.mark.parametrize(

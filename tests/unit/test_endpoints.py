@@ -1,4 +1,4 @@
-"""NCCO endpoints and the connect action (protocol.md s.2): one table per rule, both ways.
+"""NCCO endpoints and the connect action (docs/protocol.md s.2): one table per rule, both ways.
 
 Every valid row must build, serialise and parse back to an equal model; every invalid row
 must raise :class:`EndpointError` whose message names the field (and, where it helps, the
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge.endpoints import (
-    CONTENT_TYPES,
     Authorization,
     Connect,
     Endpoint,
@@ -29,6 +29,8 @@ from bridge.endpoints import (
     websocket_ncco,
 )
 from bridge.errors import BridgeError
+from bridge.protocol.vonage import build_connected
+from bridge.units import CONTENT_TYPES
 
 FROM = "447700900000"
 
@@ -284,7 +286,7 @@ def test_camel_case_content_type_key_is_rejected_when_parsing() -> None:
 
 VALID_HEADERS: list[tuple[str, dict[str, Any]]] = [
     ("empty", {}),
-    ("protocol.md example", {"language": "en-GB", "caller": "447700900123"}),
+    ("protocol example", {"language": "en-GB", "caller": "447700900123"}),
     ("nested values", {"a": [1, 2.5, None, True], "b": {"c": "d"}}),
     ("exactly 512 bytes", headers_of_size(512)),
 ]
@@ -517,6 +519,19 @@ PROTOCOL_EXAMPLE: list[dict[str, Any]] = [
         ],
     }
 ]
+
+
+def _docs_example(section: int) -> Any:
+    """The JSON example of docs/protocol.md's section ``section``."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    body = text.split(f"\n## {section}. ", 1)[1].split("\n## ", 1)[0]
+    return json.loads(body.split("```json", 1)[1].split("```", 1)[0])
+
+
+def test_protocol_md_example_is_the_one_tested_here() -> None:
+    assert _docs_example(1) == PROTOCOL_EXAMPLE
+    metadata = {"language": "en-GB", "caller": "447700900123"}
+    assert _docs_example(3) == json.loads(build_connected(16000, metadata))
 
 
 def test_protocol_md_example_validates_and_round_trips() -> None:
@@ -811,7 +826,7 @@ def test_websocket_ncco_matches_the_protocol_md_example() -> None:
         "wss://bridge.example.com/socket?call=CALL_UUID",
         16000,
         {"language": "en-GB", "caller": "447700900123"},
-        "vonage",
+        Authorization("vonage"),
         "https://bridge.example.com/event",
         from_="447700900000",
     )
@@ -844,7 +859,7 @@ def test_websocket_ncco_post_events() -> None:
 
 INVALID_WEBSOCKET_NCCO: list[tuple[str, dict[str, Any], str, str]] = [
     ("rate 44100", {"rate": 44100}, "rate", "8000, 16000, 24000"),
-    ("custom auth", {"authorization": "custom"}, "endpoint.authorization", "'vonage' or None"),
+    ("auth as text", {"authorization": "vonage"}, "endpoint.authorization", "an Authorization"),
     ("PUT", {"event_method": "PUT"}, "connect.eventMethod", "GET or POST"),
     ("http uri", {"uri": "http://x"}, "endpoint.uri", "'ws://'"),
     ("big headers", {"headers": headers_of_size(513)}, "endpoint.headers", "512"),

@@ -1,4 +1,7 @@
-"""Exact 20 ms framing: any way of cutting the input gives the same frames (protocol.md s.4)."""
+"""Exact 20 ms framing: any way of cutting the input gives the same frames.
+
+Vonage needs exactly one frame per message (docs/protocol.md s.4).
+"""
 
 from __future__ import annotations
 

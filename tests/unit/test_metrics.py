@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bridge.call import DEVIATION_BUCKET_MS, DEVIATION_BUCKETS, Call
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import FakeClock, Scheduler
 from bridge.protocol.vonage import Connected
+from bridge.upstream import UpstreamStats
 
 
 class _IO:
@@ -54,15 +53,9 @@ def test_sample_adds_each_frame_once_and_drains_rare_events() -> None:
 
 
 def test_forward_mode_link_counters_become_metrics() -> None:
-    @dataclass
-    class LinkStats:  # the fields of bridge.upstream.LinkStats that metrics read
-        connects: int = 1
-        frames_resent: int = 0
-        frames_lost: int = 0
-
     call = Call(Connected(8000), _IO(), Scheduler(FakeClock(), 100))
     metrics, seen = Metrics(), CallMeter()
-    link = LinkStats()
+    link = UpstreamStats(connects=1)
     call.upstream_stats = link
     metrics.sample([(call, seen)])
     assert _value(metrics, "bridge_upstream_reconnects_total") == 0

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from bridge.audio.playout import PlayoutBuffer
-from bridge.pacing import FRAME_NS, MS, FakeClock, OutboundStream, Scheduler
+from bridge.pacing import FakeClock, OutboundStream, Scheduler
+from bridge.units import FRAME_NS, MS
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The Vonage dialect (protocol.md sections 3-5): tables used both to parse and to build."""
+"""The Vonage dialect (docs/protocol.md s.3-5): tables used both to parse and to build."""
 
 from __future__ import annotations
 
@@ -19,15 +19,13 @@ from bridge.protocol.vonage import (
     build_dtmf_event,
     build_notify,
     build_notify_event,
-    content_type,
-    frame_bytes,
-    frame_samples,
     parse_command,
     parse_connected,
     parse_content_type,
     parse_event,
     parse_query,
 )
+from bridge.units import content_type, frame_bytes, frame_samples
 
 # --- the first message ----------------------------------------------------------------
 
@@ -279,7 +277,7 @@ def test_parse_command_rejects_anything_else(text: str) -> None:
         parse_command(text)
 
 
-# --- frame sizes (protocol.md s.4) -----------------------------------------------------
+# --- frame sizes (docs/protocol.md s.4) -----------------------------------------------------
 
 
 @pytest.mark.parametrize(

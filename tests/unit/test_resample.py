@@ -13,7 +13,6 @@ from numpy.typing import NDArray
 from benchmarks.resampling import (
     MAX_DELAY_MS,
     MIN_REJECTION_DB,
-    frame_samples,
     measure_delay,
     measure_rejection_db,
     measure_sinad_db,
@@ -22,7 +21,8 @@ from benchmarks.resampling import (
     stream,
     tone,
 )
-from bridge.audio.resample import SUPPORTED_RATES, Resampler, resample_whole
+from bridge.audio.resample import Resampler, resample_whole
+from bridge.units import SUPPORTED_RATES, frame_samples
 
 PAIRS = [(a, b) for a in SUPPORTED_RATES for b in SUPPORTED_RATES if a != b]
 ALL_PAIRS = PAIRS + [(rate, rate) for rate in SUPPORTED_RATES]

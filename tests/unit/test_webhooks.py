@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
-from bridge.config import ServerConfig
+from bridge.auth import Authenticator, Credentials
+from bridge.cli import main
+from bridge.config import HTTP_PATHS, ServerConfig
 from bridge.endpoints import EndpointError, validate_ncco
+from bridge.http import HttpRoutes
 from bridge.webhooks import answer_ncco, event_url, log_event
 
 
@@ -61,3 +65,60 @@ def test_event_line_drops_the_token_and_bounds_values(caplog: pytest.LogCaptureF
     assert "token" not in fields["event"] and "secret" not in str(fields)
     assert len(fields["event"]["long"]) == 200
     assert len(fields["event"]) == 30
+
+
+#: A server's authentication settings, and the ``bridge ncco`` flags that ask for the same.
+SAME_AUTH: list[tuple[str, dict[str, str], list[str]]] = [
+    ("open", {}, []),
+    ("token", {"token": "t0ken"}, ["--token", "t0ken"]),
+    ("signed", {"vonage_signature_secret": "s3cret"}, ["--auth", "vonage"]),
+    ("signed wins", {"vonage_signature_secret": "s", "token": "t"}, ["--auth", "vonage"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("settings", "flags"), [row[1:] for row in SAME_AUTH], ids=[row[0] for row in SAME_AUTH]
+)
+@pytest.mark.parametrize("rate", [8000, 16000, 24000])
+def test_bridge_ncco_prints_what_the_server_answers(
+    settings: dict[str, str], flags: list[str], rate: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One builder: ``bridge ncco --websocket`` and ``GET /answer`` agree for every setting."""
+    config = ServerConfig(
+        public_url="wss://b.example:8443",
+        path="/voice",
+        answer_rate=rate,  # type: ignore[arg-type]
+        answer_headers="language=en-GB, tenant=acme",
+        **settings,  # type: ignore[arg-type]
+    )
+    served = answer_ncco(config, {"uuid": "u-1", "from": "447700900123"})
+    status = main(
+        [
+            "ncco",
+            "--websocket",
+            "wss://b.example:8443/voice?uuid=u-1&from=447700900123",
+            "--rate",
+            str(rate),
+            "--header",
+            "language=en-GB",
+            "--header",
+            "tenant=acme",
+            "--event-url",
+            "https://b.example:8443/event",
+            *flags,
+        ]
+    )
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    assert json.loads(printed.out) == served
+
+
+def test_every_reserved_path_is_served_and_no_other() -> None:
+    """``HTTP_PATHS`` (which ``--path`` may not take) is exactly what ``bridge.http`` serves."""
+    config = ServerConfig(public_url="wss://b.example")
+    routes = HttpRoutes(config, Authenticator(), lambda: b"", lambda: True)
+    open_door = Credentials(authorization=None, query_token=None)
+    for path in HTTP_PATHS:
+        response, _ = routes.handle(path, {}, open_door)
+        assert response.status != 404, path
+    assert routes.handle("/other", {}, open_door)[0].status == 404

@@ -36,7 +36,7 @@ from websockets.server import ServerProtocol
 
 from bridge.audio.resample import Resampler
 from bridge.auth import Authenticator, Credentials, check_exposure
-from bridge.call import DEVIATION_BUCKET_MS, Call, Handler
+from bridge.call import DEVIATION_BUCKET_MS, INTERNAL_ERROR, Call, Handler
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
@@ -56,7 +56,6 @@ _ws_log = logging.getLogger("bridge.websocket")
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
-INTERNAL_ERROR = 1011
 #: Close code for a call ended by a limit (idle, duration): "policy violation".
 LIMIT_CLOSE = POLICY_VIOLATION
 
@@ -298,6 +297,7 @@ class CallConnection(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._duration_timer: asyncio.TimerHandle | None = None
         self._closing_logged = False
+        self._metrics_task: asyncio.Task[bytes] | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -481,8 +481,10 @@ class CallConnection(asyncio.Protocol):
         server = self.server
         server._sample()
         task = asyncio.get_running_loop().create_task(server.metrics.render())
+        self._metrics_task = task  # held until answered (the loop keeps weak references)
 
         def send(done: asyncio.Task[bytes]) -> None:
+            self._metrics_task = None
             if self.transport is None or self.transport.is_closing():
                 return
             if done.cancelled() or done.exception() is not None:

@@ -71,13 +71,12 @@ async def _route(call: Call) -> None:
 def _check_healthy(report: CallReport) -> None:
     assert report.completed and report.close_code in (1000, None), report
     assert report.frames_received >= FULL - 5, report.frames_received
-    # Paced all along: frames on a drift-free 20 ms grid, none a frame late (the client runs
-    # in this process, so its own loop lag is in these figures; the unit tests assert the
-    # exact send times on a fake clock).
-    assert report.pacing_error_p50_ms is not None
-    assert report.pacing_error_max_ms is not None
-    assert report.pacing_error_p50_ms < wait_s(3), report
-    assert report.pacing_error_max_ms < wait_s(20), report
+    # Paced all along, no stall: every frame near its slot on a drift-free 20 ms grid. The
+    # bound is loose because the client runs in this process on a shared machine (its own
+    # loop lag is in these figures); the unit tests assert exact send times on a fake clock.
+    assert report.pacing_error_max_ms is not None and report.pacing_drift_ms is not None
+    assert report.pacing_error_max_ms < wait_s(100), report
+    assert abs(report.pacing_drift_ms) < wait_s(20), report
 
 
 @pytest.mark.parametrize(

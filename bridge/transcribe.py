@@ -172,8 +172,13 @@ class AsrPool:
         try:
             future = self._executors[index].submit(_feed, key, pcm, skipped_bytes, final)
         except BrokenProcessPool:
-            self._replace(index)
-            return self.feed(index, key, pcm, skipped_bytes=skipped_bytes, final=final)
+            self._replace(index)  # its process died since the last batch
+            if key in self._lost:
+                return self.feed(index, key, pcm, skipped_bytes=skipped_bytes, final=final)
+            try:  # a call that had nothing there starts on the new process
+                future = self._executors[index].submit(_feed, key, pcm, skipped_bytes, final)
+            except RuntimeError as exc:
+                return _failed(RecogniserError(f"recogniser unavailable: {exc}"))
         except RuntimeError as exc:  # shut down (the server is stopping)
             return _failed(RecogniserError(f"recogniser stopped: {exc}"))
         if final:

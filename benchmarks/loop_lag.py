@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -56,6 +57,69 @@ for i in range(2000):
 for outcome in ("completed", "dropped"):
     m.calls.labels(outcome).inc(100)
 """
+
+
+#: The recorder alone, in one process: CPU on the calling (event-loop) thread per call-second
+#: beyond the same call unrecorded, and on the process's other threads (the file writer).
+_RECORDER_COST = """
+import asyncio, json, tempfile, time
+from pathlib import Path
+from bridge.call import Call
+from bridge.handlers.record import start_recording
+from bridge.pacing import MonotonicClock, Scheduler
+from bridge.protocol.vonage import Connected
+
+class IO:
+    def send_binary(self, data): pass
+    def send_text(self, text): pass
+    def close(self, code, reason): pass
+
+N = 50 * 300  # five minutes of call
+
+def run(record):
+    call = Call(Connected(sample_rate=16000), IO(), Scheduler(MonotonicClock(), 100))
+    recorder = start_recording(call, Path(tempfile.mkdtemp())) if record else None
+    frame = bytes(640)
+    thread0, process0 = time.thread_time(), time.process_time()
+    for slot in range(N):
+        call.feed_audio(frame)
+        if recorder is not None:
+            recorder.on_outbound(frame, slot)
+    call.end()
+    try:
+        from bridge.filewriter import file_writer
+        file_writer().flush()
+    except ImportError:
+        pass
+    loop_s = time.thread_time() - thread0
+    return loop_s, time.process_time() - process0 - loop_s
+
+async def main():
+    base, _ = min(run(False) for _ in range(3))
+    loop_s, other_s = min(run(True) for _ in range(3))
+    per_call_s = N / 50 / 1000
+    print(json.dumps({"loop_ms_per_call_s": round((loop_s - base) / per_call_s, 3),
+                      "other_threads_ms_per_call_s": round(max(0.0, other_s) / per_call_s, 3)}))
+
+asyncio.run(main())
+"""
+
+
+def recorder_cost(tree: Path | None) -> dict[str, float]:
+    """CPU recording one 16 kHz call costs per second of call, on the loop and off it."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    out = subprocess.run(
+        [harness.PYTHON, "-c", _RECORDER_COST],
+        env=env,
+        cwd=tempfile.gettempdir(),  # not the repository: PYTHONPATH decides which bridge
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
 
 
 def _metrics_dir(work: Path) -> Path:
@@ -238,6 +302,7 @@ def run(
                         break
                     print(f"  others used {result['other_cpu_pct']}% of a core: disturbed")
                 results.append(result)
+        costs = {name: recorder_cost(tree) for name, tree in variants}
     by_variant: dict[str, dict[str, Any]] = {}
     for name in ("before", "after"):
         mine = [r for r in results if r["variant"] == name]
@@ -249,6 +314,7 @@ def run(
                 "worst_loaded_p99_ms": max(p99s),
                 "idle_p99_ms": [r["idle"]["p99_ms"] for r in mine],
                 "other_cpu_pct": [r["other_cpu_pct"] for r in mine],
+                "recorder_cost": costs[name],
             }
     return {
         "machine": harness.machine(),
@@ -324,9 +390,12 @@ def main(argv: list[str] | None = None) -> None:
         args.tries,
     )
     for name, summary in data["summary"].items():
+        cost = summary["recorder_cost"]
         print(
             f"{name}: loaded p99 per round {summary['loaded_p99_ms']} ms "
-            f"(goal <= {GOAL_P99_MS}); others' CPU {summary['other_cpu_pct']} %"
+            f"(goal <= {GOAL_P99_MS}); others' CPU {summary['other_cpu_pct']} %; "
+            f"a recorded call costs the loop {cost['loop_ms_per_call_s']} ms per second "
+            f"(+{cost['other_threads_ms_per_call_s']} ms on other threads)"
         )
     print(f"wrote {harness.write_json('loop_lag.json', data)}")
 

@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         help="retry a round in which other processes used more than this %% of a core",
     )
     parser.add_argument("--tries", type=int, default=3, help="runs of a round, at most")
+    parser.add_argument("--out", default="loop_lag.json", help="file name in benchmarks/results")
     args = parser.parse_args(argv)
     if not harness.pinning_available():
         print("note: taskset or a second core is missing; server and generator are not pinned")
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
             f"a recorded call costs the loop {cost['loop_ms_per_call_s']} ms per second "
             f"(+{cost['other_threads_ms_per_call_s']} ms on other threads)"
         )
-    print(f"wrote {harness.write_json('loop_lag.json', data)}")
+    print(f"wrote {harness.write_json(args.out, data)}")
 
 
 if __name__ == "__main__":

@@ -10,14 +10,15 @@ behind the newest inbound frame, or ``FORCE_ROWS`` behind the newest outbound on
 caller's audio stalls (the caller's next frames then continue after the written rows). At the
 end the file is padded with silence to the call's full length.
 
-Rows are interleaved and written in blocks of ``BLOCK_ROWS`` (500 ms): per frame the taps
+Rows are interleaved and written in blocks of ``BLOCK_ROWS`` (200 ms): per frame the taps
 only keep the frame. The writes themselves (the block, then the header rewritten to cover
 it) run on the process's file-writer thread (``bridge.filewriter``), never on the event loop,
 so a slow disk delays the file, not the calls. Memory stays flat: at most ``FORCE_ROWS`` plus
 a block of frames per side are held here, and the writer's queue is bounded (a recording
 whose writes cannot be queued fails, logged, and the call goes on unrecorded). A crash
 mid-call leaves a playable file holding everything up to the last block written: at most
-``HOLD_ROWS + BLOCK_ROWS`` rows (0.7 s) short of the crash.
+``HOLD_ROWS + BLOCK_ROWS`` rows (0.4 s), plus the writer's batching
+(``bridge.filewriter.BATCH_S``), short of the crash.
 
 Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.units``, ``bridge.handlers.calllog``,
 ``bridge.filewriter``, standard library.
@@ -46,8 +47,8 @@ HOLD_ROWS = 10
 #: If the caller's audio stalls, rows are written anyway this far behind the newest outbound
 #: frame (2 s), so memory stays bounded whatever the peer does.
 FORCE_ROWS = 100
-#: Rows are written in blocks of this many (500 ms), each followed by a header update.
-BLOCK_ROWS = 25
+#: Rows are written in blocks of this many (200 ms), each followed by a header update.
+BLOCK_ROWS = 10
 
 
 class Recorder:

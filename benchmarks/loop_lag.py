@@ -14,8 +14,10 @@ multiprocess scrape stall the one thread every call's audio goes through.
 
 ``--before REF`` runs the same rounds against the bridge package of git ref ``REF`` (taken
 with ``git archive`` into a temporary folder and put first on ``PYTHONPATH``), alternating
-before and after so that both see the same machine; other processes' CPU use during each
-window is measured and reported (the machine may be shared). Prints a table and writes
+before and after (and which goes first) so that both see the same machine; other processes'
+CPU use during each window is measured and reported (the machine may be shared), and a round
+disturbed by them is run again. Each variant's recorder is also measured alone, in one
+process: its CPU per recorded call-second on the calling (event-loop) thread and on others. Prints a table and writes
 ``benchmarks/results/loop_lag.json``. Never run as a test.
 """
 
@@ -292,8 +294,12 @@ def run(
         if before is not None:
             variants.insert(0, ("before", stack.enter_context(_tree(before))))
         for index in range(rounds):
-            for name, tree in variants:
+            # Alternate the order too, so that neither variant always runs second.
+            order = variants if index % 2 == 0 else variants[::-1]
+            for name, tree in order:
                 for attempt in range(1, tries + 1):
+                    os.sync()  # the last round's writes are not this round's disk traffic
+                    time.sleep(1)
                     print(f"round {index + 1}/{rounds}: {name} (try {attempt}) ...", flush=True)
                     result = one_round(name, tree, calls, seconds, extra)
                     result["try"] = attempt

@@ -12,7 +12,9 @@ windows while every call is up:
    - ``kernel: socket writes`` / ``kernel: socket reads``: the leaf is the write/read syscall;
    - ``websockets: parse`` / ``websockets: serialize``: a frame in the websockets package;
    - ``bridge: pacing``: ``bridge/pacing.py``; ``bridge: call pipeline``: ``bridge/call.py``,
-     ``bridge/audio``, ``bridge/handlers``; ``bridge: metrics``; ``bridge: server glue``
+     ``bridge/audio``, ``bridge/handlers``; ``bridge: metrics`` (and prometheus-client);
+     ``picows: framing`` (picows' Cython frames, on the default backend); ``bridge:
+     connection layer`` (``bridge/transport``); ``bridge: server glue``
      (``bridge/server.py``, the asyncio Protocol around ``ServerProtocol``);
    - ``asyncio: tasks and futures``: asyncio's task and future machinery (waking the handler
      coroutine, resolving its futures);
@@ -53,6 +55,8 @@ BUCKETS = (
     "kernel: socket reads",
     "websockets: parse",
     "websockets: serialize",
+    "picows: framing",
+    "bridge: connection layer",
     "bridge: server glue",
     "bridge: call pipeline",
     "bridge: pacing",
@@ -86,11 +90,15 @@ def classify(stack: list[str]) -> str | None:
         if "websockets/" in where:
             names = {_name_and_file(f)[0] for f in stack if "websockets/" in f}
             return "websockets: parse" if names & _PARSE_FUNCS else "websockets: serialize"
+        if "picows" in where:
+            return "picows: framing"
+        if "bridge/transport/" in where:
+            return "bridge: connection layer"
         if "bridge/pacing.py" in where:
             return "bridge: pacing"
         if any(p in where for p in ("bridge/call.py", "bridge/audio/", "bridge/handlers/")):
             return "bridge: call pipeline"
-        if "bridge/metrics.py" in where:
+        if "bridge/metrics.py" in where or "prometheus_client/" in where:
             return "bridge: metrics"
         if "bridge/server.py" in where:
             return "bridge: server glue"
@@ -168,6 +176,34 @@ def framing_micro(n: int = 20_000) -> dict[str, float]:
     return {"hand_us": round(asyncio.run(hand()), 2), "websockets_us": round(library(), 2)}
 
 
+def syscall_floor(n: int = 100_000) -> dict[str, float]:
+    """What one echoed frame costs the kernel with no websocket, no event loop and no
+    Python beyond the calls: a 648-byte ``send`` on loopback TCP and the ``recv`` of it, in
+    a hot loop on one connection (CPU time split into user and system, per pair)."""
+    import os  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    for sock in (client, server):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    frame = bytes(648)
+    begin = os.times()
+    for _ in range(n):
+        client.send(frame)
+        server.recv(4096)
+    end = os.times()
+    for sock in (client, server, listener):
+        sock.close()
+    return {
+        "user_us": round((end.user - begin.user) / n * 1e6, 2),
+        "system_us": round((end.system - begin.system) / n * 1e6, 2),
+    }
+
+
 def _py_spy() -> str | None:
     found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     return found
@@ -179,6 +215,7 @@ def run(quick: bool) -> dict[str, Any]:
     seconds = 1.5 + 1.0 + cpu_window + sample_window + 2.0
     data: dict[str, Any] = {"quick": quick, "machine": harness.machine(), "calls": calls}
     data["framing_micro"] = framing_micro()
+    data["syscall_floor"] = syscall_floor()
     probe = subprocess.run(
         harness.pinned(harness.SERVER_CPU, [harness.PYTHON, "-m", "benchmarks.gc_pause"]),
         capture_output=True,

@@ -1,9 +1,10 @@
 """The whole benchmark suite, in order; what ``scripts/bench`` runs.
 
 ``python -m benchmarks.run [--quick] [--only NAME ...]``: resampling, capacity, pacing,
-multi-core, profile, then the report (docs/benchmarks.md, its plot, the README headline).
-``--quick`` (short steps, coarse ladders, a 20 s drift call) finishes in under 3 minutes on a
-2-core machine; the full run takes about 25 minutes (10 of them the drift call).
+multi-core, profile, the load generator's floor, then the report (docs/benchmarks.md, its
+plot, the README headline). ``--quick`` (short steps, coarse ladders, a 15 s drift call)
+finishes in under 4 minutes on a 2-core machine; the full run (six servers on a 9-rung
+ladder of 20 s steps with bisection and retries, the 10-minute drift call) takes about 45.
 Benchmarks are never run as tests.
 """
 
@@ -13,14 +14,23 @@ import argparse
 import time
 from collections.abc import Callable
 
-from benchmarks import capacity, cpu_profile, harness, multicore, pacing, report, resampling
+from benchmarks import (
+    capacity,
+    client_floor,
+    cpu_profile,
+    harness,
+    multicore,
+    pacing,
+    report,
+    resampling,
+)
 
-STEPS = ("resampling", "capacity", "pacing", "multicore", "profile")
+STEPS = ("resampling", "capacity", "pacing", "multicore", "profile", "client_floor")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="the under-3-minutes version")
+    parser.add_argument("--quick", action="store_true", help="the under-4-minutes version")
     parser.add_argument("--only", action="append", choices=STEPS, help="run only these steps")
     args = parser.parse_args(argv)
     quick: bool = args.quick
@@ -39,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "multicore": lambda: print(
             f"wrote {harness.write_json('multicore.json', multicore.run(quick))}"
+        ),
+        "client_floor": lambda: client_floor.main(
+            ["--calls", "200", "--seconds", "3"] if quick else ["--calls", "300", "--seconds", "8"]
         ),
         "profile": lambda: print(
             cpu_profile.markdown(d := cpu_profile.run(quick)),

@@ -7,8 +7,9 @@ never touches a socket: the server gives it a :class:`CallIO` with three synchro
 methods, which keeps this module testable without a network.
 
 A fault in one call's own path (an inbound tap such as the transcriber, an outbound tap such
-as the recorder, a marker) ends that call alone: it is closed with 1011 and one error line
-with the traceback is logged; the transport and every other call never see the exception.
+as the recorder, a synchronous audio sink, a marker) ends that call alone: it is closed with
+1011 and one error line with the traceback is logged; the transport and every other call
+never see the exception.
 
 Import rule: asyncio, the standard library, ``bridge.audio``, ``bridge.protocol``,
 ``bridge.pacing``, ``bridge.heard``, ``bridge.units``; never websockets.
@@ -43,11 +44,14 @@ from bridge.units import FRAME_NS, MS, frame_bytes, frame_samples
 log = logging.getLogger("bridge.call")
 
 INBOUND_QUEUE_FRAMES = 50
+#: A writer waiting for room in play() is woken once this much room is free (100 ms).
+ROOM_WAKE_FRAMES = 5
 EVENT_QUEUE_MAX = 256
 #: Close code for a call ended by a fault in its own path (RFC 6455 "internal error").
 INTERNAL_ERROR = 1011
 DEVIATION_BUCKETS = 256
 DEVIATION_BUCKET_MS = 0.25
+_DEVIATION_BUCKET_NS = 250_000
 _ID_KEYS = ("call", "call_id", "uuid", "conversation_uuid")
 
 Handler = Callable[["Call"], Awaitable[None]]
@@ -55,6 +59,9 @@ Handler = Callable[["Call"], Awaitable[None]]
 InboundTap = Callable[[bytes], None]
 #: Sees every frame sent to Vonage and its slot on the 20 ms send schedule.
 OutboundTap = Callable[[bytes, int], None]
+#: Takes caller audio synchronously, one exact 20 ms frame of 16-bit PCM at ``pipeline_rate``
+#: at a time (see :meth:`Call.on_audio`).
+AudioSink = Callable[[bytes], None]
 
 
 class CallIO(Protocol):
@@ -75,6 +82,11 @@ class UpstreamCounters(Protocol):
     frames_resent: int
     frames_backlog: int
     frames_lost: int
+    #: Milliseconds per counted item (20, or a service's chunk length).
+    chunk_ms: int
+    #: The dialect (``raw`` or a service) and the errors it reported, by reason.
+    source: str
+    service_errors: dict[str, int]
 
 
 @dataclass
@@ -134,6 +146,11 @@ class _Inbox(Generic[T]):
     def close(self) -> None:
         self._closed = True
         self._wake()
+
+    def take_all(self) -> list[T]:
+        items = list(self._items)
+        self._items.clear()
+        return items
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -200,12 +217,18 @@ class Call:
         )
         self._stream.on_room = self._on_room
         self._stream.on_error = self._on_send_error
+        buffer_frames = self._stream.buffer.max_frames
+        self._room_wake_frames = max(1, min(ROOM_WAKE_FRAMES, buffer_frames // 4))
         #: The schedule's time origin: slot ``k`` plays from ``start_ns + k * 20 ms``.
         self.start_ns = self._stream.start_ns
         self.clock = self._clock
         self._heard = HeardPosition(self._stream, self.rate, frame_samples(self.rate))
         self._in_tap: InboundTap | None = None
         self._out_tap: OutboundTap | None = None
+        self._sink: AudioSink | None = None
+        self._max_gap_ns = 0
+        self._now_ns: int | None = None
+        self._ended_waiter: asyncio.Future[None] | None = None
         self._end_callbacks: list[Callable[[], None]] = []
         # Frames that arrived with the first message, before the handler could add a tap:
         # kept until the handler reads audio() (a tap added before that sees them first).
@@ -233,9 +256,21 @@ class Call:
         frames (the remainder waits for the next call, or is padded by :meth:`flush`) and sent
         on the pacing schedule.
         """
-        samples = to_samples(audio) if isinstance(audio, bytes | bytearray) else audio
         if self._hung_up or self._ended:
             return
+        if (
+            self._same_rate
+            and type(audio) is bytes
+            and len(audio) == self._frame_bytes
+            and not self._out_framer.pending_samples
+        ):
+            # A whole frame at the call's rate stays bytes: no array round trip.
+            while self._stream.buffer.room <= 0 and not self._ended:
+                await self._wait_room()
+            if not self._ended and not self._faulted:
+                self._scheduler.push(self._stream, audio)
+            return
+        samples = to_samples(audio) if isinstance(audio, bytes | bytearray) else audio
         out = samples if self._same_rate else self._resample_out.process(samples)
         for frame in self._out_framer.push(out):
             while self._stream.buffer.room <= 0 and not self._ended:
@@ -243,6 +278,48 @@ class Call:
             if self._ended or self._faulted:
                 return
             self._scheduler.push(self._stream, to_bytes(frame))
+
+    def on_audio(self, sink: AudioSink) -> None:
+        """Take caller audio synchronously instead of iterating :meth:`audio`.
+
+        ``sink`` is called from the socket's read with every frame, as 16-bit PCM bytes at
+        ``pipeline_rate`` (at the call's own rate: the very bytes Vonage sent). It must not
+        block. This is how the built-in modes run: no task wakes per frame. Frames that
+        arrived before it was set are handed over first.
+        """
+        self._early_in = None
+        for samples in self._audio.take_all():
+            sink(to_bytes(samples))
+        self._sink = sink
+
+    def play_now(self, audio: Samples | bytes) -> None:
+        """:meth:`play` without waiting, for synchronous handlers (see :meth:`on_audio`).
+
+        When the outbound queue (``--playout-max-ms``) is full the oldest queued frame is
+        dropped and counted, where :meth:`play` would wait.
+        """
+        if self._hung_up or self._ended:
+            return
+        if (
+            self._same_rate
+            and type(audio) is bytes
+            and len(audio) == self._frame_bytes
+            and not self._out_framer.pending_samples
+        ):
+            self._scheduler.push(self._stream, audio, self._now_ns)  # a whole frame, as it is
+            return
+        samples = to_samples(audio) if isinstance(audio, bytes | bytearray) else audio
+        out = samples if self._same_rate else self._resample_out.process(samples)
+        for frame in self._out_framer.push(out):
+            self._scheduler.push(self._stream, to_bytes(frame))
+
+    async def wait_ended(self) -> None:
+        """Until the call ends (the caller hangs up, or :meth:`hangup`)."""
+        if self._ended:
+            return
+        if self._ended_waiter is None:
+            self._ended_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._ended_waiter)
 
     async def flush(self) -> None:
         """Send the last partial frame, zero-padded (end of a prompt or of the call).
@@ -322,6 +399,16 @@ class Call:
         return self._heard.heard_samples(self._clock.now_ns())
 
     @property
+    def outbound_samples(self) -> int:
+        """Where audio played now would start on the caller's timeline, in samples at the
+        call's rate: everything sent (less what a ``clear`` discarded) plus everything still
+        queued in bridge. Compare with :attr:`heard_samples` (a voice agent's barge-in tells
+        its service how much of an answer was heard)."""
+        heard = self._heard
+        queued = self._stream.buffer.frames * heard.frame_samples + self._out_framer.pending_samples
+        return heard.sent_samples - heard.discarded_samples + queued
+
+    @property
     def sent_ms(self) -> int:
         """Outbound audio sent to Vonage so far (heard, buffered there, or cleared)."""
         return self._heard.ms(self._heard.sent_samples)
@@ -356,21 +443,42 @@ class Call:
 
     # --- the transport's side ----------------------------------------------------------
 
-    def feed_audio(self, data: bytes) -> None:
-        """A binary message from Vonage: re-framed, measured, resampled, queued.
+    def feed_audio(self, data: bytes, now_ns: int | None = None) -> None:
+        """A binary message from Vonage: re-framed, measured, resampled, handed on.
 
-        Never raises: a fault here (an inbound tap) ends this call alone (``_fault``).
+        ``now_ns``: when it arrived (the connection reads the clock once per read). At the
+        call's own rate a whole frame stays the bytes object that arrived, end to end.
+        Never raises: a fault here (an inbound tap, the sink) ends this call alone.
         """
         if self._faulted:
             return
         try:
-            self._feed_audio(data)
+            self._feed_audio(data, now_ns)
         except Exception as exc:
             self._fault("inbound audio path", exc)
 
-    def _feed_audio(self, data: bytes) -> None:
-        now = self._clock.now_ns()
-        for frame in self._in_framer.push(data):
+    def _feed_audio(self, data: bytes, now_ns: int | None) -> None:
+        now = self._clock.now_ns() if now_ns is None else now_ns
+        frames = self._in_framer.push(data)
+        sink = self._sink
+        if sink is not None:
+            self._now_ns = now  # what the sink's play_now takes as "now": one clock reading
+            try:
+                for frame in frames:
+                    self._measure_arrival(now)
+                    self.stats.frames_in += 1
+                    if self._in_tap is not None:
+                        self._in_tap(frame)
+                    if self._same_rate:
+                        sink(frame)
+                    else:
+                        samples = self._resample_in.process(to_samples(frame))
+                        for piece in self._pipe_framer.push(samples):
+                            sink(to_bytes(piece))
+            finally:
+                self._now_ns = None
+            return
+        for frame in frames:
             self._measure_arrival(now)
             self.stats.frames_in += 1
             if self._in_tap is not None:
@@ -415,6 +523,9 @@ class Call:
         self._audio.close()
         self._events.close()
         self._on_room()
+        waiter, self._ended_waiter = self._ended_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         callbacks, self._end_callbacks = self._end_callbacks, []
         for callback in callbacks:
             try:
@@ -447,13 +558,18 @@ class Call:
         await waiter
 
     def _on_room(self) -> None:
-        """Wake every task waiting for room; and those in ``drain`` once the queue is empty."""
-        if self._room_waiters:
+        # Called for every frame sent: cheap when nobody waits. Writers waiting in play()
+        # are woken once a few frames of room have opened (_room_wake_frames), not per frame,
+        # so a handler streaming a long prompt wakes every 100 ms rather than every 20 ms.
+        # Every waiter is woken (any number of tasks may wait); each checks for room again.
+        if self._room_waiters and (
+            self._stream.buffer.room >= self._room_wake_frames or self._ended or self._faulted
+        ):
             waiters, self._room_waiters = self._room_waiters, []
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-        if self._drain_waiters and (self._ended or not self._stream.buffer):
+        if self._drain_waiters and (not self._stream.buffer or self._ended):
             waiters, self._drain_waiters = self._drain_waiters, []
             for waiter in waiters:
                 if not waiter.done():
@@ -472,6 +588,7 @@ class Call:
             return
         self._faulted = True
         self._early_in = None
+        self._sink = None
         self._stream.closed = True
         self._stream.buffer.clear()
         log.error(
@@ -494,16 +611,19 @@ class Call:
         if last is None:
             stats.first_arrival_ns = now_ns
             return
-        gap_ms = (now_ns - last) / MS
-        stats.max_gap_ms = max(stats.max_gap_ms, gap_ms)
-        if now_ns - last > 2 * FRAME_NS:
+        gap_ns = now_ns - last
+        if gap_ns > self._max_gap_ns:
+            self._max_gap_ns = gap_ns
+            stats.max_gap_ms = gap_ns / MS
+        if gap_ns > 2 * FRAME_NS:
             stats.inbound_gaps += 1
-            stats.pending_gaps_ms.append(gap_ms)
+            stats.pending_gaps_ms.append(gap_ns / MS)
         # RFC 3550 interarrival jitter against the nominal 20 ms spacing.
-        deviation = abs(gap_ms - FRAME_NS / MS)
-        stats.jitter_ms += (deviation - stats.jitter_ms) / 16
-        # 4 buckets per ms (DEVIATION_BUCKET_MS): one index, no allocation, per frame.
-        stats.deviation_counts[min(int(deviation * 4), DEVIATION_BUCKETS - 1)] += 1
+        deviation_ns = gap_ns - FRAME_NS if gap_ns > FRAME_NS else FRAME_NS - gap_ns
+        stats.jitter_ms += (deviation_ns / MS - stats.jitter_ms) / 16
+        # DEVIATION_BUCKET_MS buckets: one integer index, no allocation, per frame.
+        bucket = deviation_ns // _DEVIATION_BUCKET_NS
+        stats.deviation_counts[bucket if bucket < DEVIATION_BUCKETS else DEVIATION_BUCKETS - 1] += 1
 
     def summary(self) -> dict[str, Any]:
         """End-of-call figures for the log line."""

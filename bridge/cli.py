@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,11 +21,13 @@ from bridge import __version__
 from bridge.config import ServerConfig, add_config_arguments, config_from
 from bridge.errors import ConfigError
 from bridge.handlers import build_handler
+from bridge.handlers.speech import resolve_service, upstream_headers
 from bridge.logs import setup_logging
 from bridge.ncco_cli import add_subcommand as add_ncco_subcommand
 from bridge.runtime import run
 from bridge.server import serve
 from bridge.simulator import add_subcommands
+from bridge.startup import check_output_dirs
 from bridge.workers import run_supervisor
 
 
@@ -38,7 +41,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _run_serve(args: argparse.Namespace) -> int:
     config = config_from(args)
+    check_output_dirs(config)
     setup_logging(config.log_level, config.log_format)
+    # A missing key or header variable stops us here, before any worker starts.
+    if config.upstream_dialect != "raw":
+        resolve_service(config)
+    else:
+        upstream_headers(config, os.environ)
     if config.workers > 1:
         return run_supervisor(config)
     run(_serve_until_signal(config))

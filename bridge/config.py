@@ -11,8 +11,8 @@ ModeSettings)``). Flags, ``BRIDGE_*`` variables, types, choices, help and error 
 derived from the declarations by :mod:`bridge.settings`; docs/architecture.md ("Settings")
 says how to add a setting or a section.
 
-Import rule: standard library, ``bridge.errors``, ``bridge.settings``, ``bridge.units`` and
-``bridge.protocol`` (facts only: no asyncio, no websockets).
+Import rule: standard library, ``bridge.errors``, ``bridge.settings``, ``bridge.units``,
+``bridge.protocol`` and ``bridge.services`` (facts only: no asyncio, no websockets).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Literal
 
 from bridge.errors import ConfigError
 from bridge.protocol.vonage import MAX_LEG_S
+from bridge.services.base import DialectName, TurnDetection
 from bridge.settings import (
     Settings,
     add_arguments,
@@ -52,6 +53,7 @@ __all__ = [
     "ModeSettings",
     "ProductionSettings",
     "ServerConfig",
+    "Transport",
     "add_config_arguments",
     "config_from",
     "env_name",
@@ -60,6 +62,7 @@ __all__ = [
 Mode = Literal["echo", "forward", "transcribe", "play"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "text", "json"]
+Transport = Literal["auto", "picows", "websockets"]
 
 #: Paths served as plain HTTP by the server (bridge/http.py); the websocket path cannot be one.
 HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event", "/phone")
@@ -110,6 +113,11 @@ class CoreSettings(Settings):
     lenient: bool = setting(
         False, "buffer binary frames that arrive before the metadata instead of closing"
     )
+    transport: Transport = setting(
+        "auto",
+        "websocket library under the connection layer: picows (C framing, fastest), "
+        "websockets (pure Python), or auto (picows when installed)",
+    )
     log_level: LogLevel = setting("info", "log level")
     log_format: LogFormat = setting("auto", "text, json, or auto (text on a terminal)")
 
@@ -120,12 +128,82 @@ class ModeSettings(Settings):
 
     TITLE = "call modes"
 
-    mode: Mode = setting("echo", "what each call does")
+    mode: Mode = setting(
+        "echo", "what each call does (a named --upstream-dialect makes the default forward)"
+    )
     upstream: str | None = setting(
         None,
-        "--mode forward: websocket URL (ws:// or wss://) each call is streamed to",
+        "--mode forward: websocket URL (ws:// or wss://) each call is streamed to; for a named "
+        "--upstream-dialect the service's documented endpoint by default, its query merged in",
         metavar="URL",
         check=url("ws", "wss"),
+    )
+    upstream_dialect: DialectName = setting(
+        "raw",
+        "what the upstream speaks: raw (bridge's own protocol: PCM frames, Vonage's events as "
+        'JSON) or a speech service (README: "Speech services")',
+    )
+    upstream_key_env: str | None = setting(
+        None,
+        "environment variable holding the service's API key (default: the service's own, "
+        "e.g. DEEPGRAM_API_KEY); bridge refuses to start without it",
+        metavar="NAME",
+        check=rule(lambda name: name.isidentifier(), "must be a variable name"),
+    )
+    upstream_header: tuple[str, ...] = setting(
+        (),
+        "'Name: value' header on the upstream's upgrade request; ${NAME} in the value is "
+        "read from the environment (keep secrets off the command line)",
+        metavar="'NAME: VALUE'",
+        check=rule(
+            lambda item: ":" in item and bool(item.partition(":")[0].strip()),
+            "must be 'Name: value'",
+        ),
+        secret=True,
+    )
+    upstream_subprotocol: tuple[str, ...] = setting(
+        (),
+        "subprotocol offered on the upstream's upgrade (Sec-WebSocket-Protocol), in order",
+        metavar="NAME",
+        check=not_empty,
+    )
+    upstream_model: str | None = setting(
+        None,
+        "the service's model (default: each dialect's documented choice, README)",
+        metavar="NAME",
+        check=not_empty,
+    )
+    upstream_language: str | None = setting(
+        None,
+        "language of the caller for the service (e.g. en, en-GB)",
+        metavar="CODE",
+        check=not_empty,
+    )
+    upstream_end_timeout_s: float = setting(
+        3.0,
+        "at the end of a call, how long a service may take to send its last results after "
+        "bridge ends its stream (CloseStream, Terminate, EndOfStream, commit)",
+        metavar="S",
+        check=positive_seconds,
+    )
+    instructions: str | None = setting(
+        None,
+        "openai-realtime: the agent's instructions, or @FILE to read them from a file",
+        metavar="TEXT|@FILE",
+        check=not_empty,
+    )
+    voice: str | None = setting(
+        None, "openai-realtime: the agent's voice (default alloy)", metavar="NAME", check=not_empty
+    )
+    turn_detection: TurnDetection = setting(
+        "server_vad", "openai-realtime: how the service decides the caller finished speaking"
+    )
+    transcript_url: str | None = setting(
+        None,
+        "POST each final transcript as JSON to this http(s) URL (bounded queue, retries with "
+        "backoff; never delays the call)",
+        metavar="URL",
+        check=url("http", "https"),
     )
     upstream_rate: Rate | None = setting(
         None, "rate of the audio to and from the upstream (default: the call's rate)", metavar="HZ"
@@ -199,10 +277,23 @@ class ModeSettings(Settings):
     )
     barge_in: bool = setting(False, "--mode play: stop playback at the caller's first DTMF digit")
 
+    @property
+    def call_mode(self) -> Mode:
+        """The mode calls run: a named ``--upstream-dialect`` turns the default into forward."""
+        if self.upstream_dialect != "raw" and self.mode == "echo":
+            return "forward"
+        return self.mode
+
     def rules(self) -> None:
         option = self.option
-        if self.mode == "forward" and not self.upstream:
+        named = self.upstream_dialect != "raw"
+        if self.mode == "forward" and not self.upstream and not named:
             raise ConfigError(f"{option('mode', 'forward')} needs {option('upstream', 'URL')}")
+        if named and self.mode not in ("echo", "forward"):
+            raise ConfigError(
+                f"{option('upstream_dialect', self.upstream_dialect)} streams calls to a "
+                f"service: it needs {option('mode', 'forward')}, not {option('mode', self.mode)}"
+            )
         if self.transcribe and not self.transcripts:
             raise ConfigError(f"{option('transcribe')} needs {option('transcripts', 'DIR')}")
         if self.mode == "transcribe" and not self.transcripts:

@@ -24,6 +24,11 @@ Rules that docs/protocol.md (s.2) leaves open, and what this module decides:
 - ``vbc`` extensions: 1 to 10 ASCII digits.
 - ``eventMethod`` is exactly ``GET`` or ``POST``; ``timeout`` a positive int; ``limit`` 1..7200.
 
+Each endpoint's ``explain()`` (and ``Connect.explain()``, which adds the caller ID) returns the
+fine print as data: what Vonage will connect to (SIP host, port 5060 unless given, TLS, UDP
+media; the E.164 number and DTMF on answer; the websocket rate, headers and their size against
+the limit; the VBC extension). ``.lines()`` says the same in plain words.
+
 Import rule: standard library, ``bridge.errors``, ``bridge.units`` and ``bridge.protocol``
 (its facts) only; no asyncio, no websockets.
 """
@@ -40,12 +45,27 @@ from urllib.parse import urlsplit
 
 from bridge.errors import BridgeError
 from bridge.protocol.vonage import MAX_LEG_S
-from bridge.units import CONTENT_TYPES, SUPPORTED_RATES, content_type, rate_of, rates_text
+from bridge.units import (
+    CONTENT_TYPES,
+    SUPPORTED_RATES,
+    content_type,
+    frame_bytes,
+    rate_of,
+    rates_text,
+)
 
 MAX_HEADERS_BYTES = 512
 MAX_CUSTOM_AUTH_CHARS = 8191  # "under 8192 characters" (docs/protocol.md s.2)
 EVENT_METHODS: tuple[str, ...] = ("GET", "POST")
 SIP_TRANSPORTS: tuple[str, ...] = ("tls", "udp", "tcp")
+# What Vonage does when a field leaves it open (docs/protocol.md s.2), for ``explain()``.
+SIP_DEFAULT_PORT = 5060
+#: A SIP call's caller ID is ``<from>@`` this domain.
+SIP_CALLER_DOMAIN = "sip.nexmo.com"
+#: Each ``p`` in ``dtmfAnswer`` is a pause of this long.
+DTMF_PAUSE_MS = 500
+#: The rate Vonage uses for a websocket endpoint without ``content-type``.
+VONAGE_DEFAULT_RATE = 16000
 # Keys of the first message itself; a header with one of these names would replace it.
 RESERVED_HEADER_KEYS: frozenset[str] = frozenset({"event", "content-type"})
 
@@ -163,6 +183,11 @@ def _check_websocket_uri(field_name: str, value: object) -> str:
     return uri
 
 
+def _compact_json(headers: Mapping[str, Any]) -> str:
+    """Headers as compact JSON, non-ASCII escaped: the form the 512-byte limit is counted on."""
+    return json.dumps(dict(headers), separators=(",", ":"), allow_nan=False)
+
+
 def _check_headers(field_name: str, value: object) -> Mapping[str, Any]:
     """Validate, then return a read-only deep copy the caller can no longer mutate."""
     if not isinstance(value, Mapping):
@@ -177,7 +202,7 @@ def _check_headers(field_name: str, value: object) -> Mapping[str, Any]:
                 "(docs/protocol.md s.3), so this one would replace it",
             )
     try:
-        compact = json.dumps(dict(value), separators=(",", ":"), allow_nan=False)
+        compact = _compact_json(value)
     except (TypeError, ValueError) as exc:
         raise EndpointError(field_name, f"must be JSON-serialisable: {exc}") from exc
     size = len(compact.encode("ascii"))
@@ -276,6 +301,169 @@ class Authorization:
         return cls(kind, data.get("value"))
 
 
+# --- what Vonage will do: each endpoint's fine print, as data and in plain words -------------
+
+
+@dataclass(frozen=True)
+class SipFacts:
+    """Where Vonage places a SIP call and how (``SipEndpoint.explain``)."""
+
+    uri: str
+    host: str
+    port: int
+    #: False: the URI gives no port and Vonage uses 5060.
+    port_given: bool
+    #: The URI's ``transport`` parameter (lowercase), None if it has none.
+    transport: str | None
+    #: Signalling over TLS: ``;transport=tls``.
+    tls: bool
+    #: The media (RTP) is UDP whatever the signalling transport.
+    media: str
+    #: What the far end sees as the caller: ``<from>@sip.nexmo.com``.
+    caller_id: str | None
+
+    def lines(self) -> list[str]:
+        port = f"port {self.port}" + (
+            "" if self.port_given else " (the default: the URI gives none)"
+        )
+        if self.tls:
+            signalling = "signalling over TLS (;transport=tls)"
+        elif self.transport is not None:
+            signalling = f"signalling over {self.transport.upper()}, not encrypted"
+        else:
+            signalling = "signalling not encrypted (add ;transport=tls for TLS)"
+        caller = (
+            f"the far end sees the caller as {self.caller_id}"
+            if self.caller_id
+            else "caller ID: none given (add --from, a Vonage number of the account)"
+        )
+        return [
+            f"Vonage places a SIP call to {self.uri}: host {self.host}, {port}",
+            f"{signalling}; media (RTP) over {self.media.upper()}",
+            caller,
+        ]
+
+
+@dataclass(frozen=True)
+class DtmfStep:
+    """Wait ``pause_ms``, then key in ``keys`` (empty for a trailing pause)."""
+
+    pause_ms: int
+    keys: str
+
+
+@dataclass(frozen=True)
+class PhoneFacts:
+    """The number Vonage dials and what it keys in on answer (``PhoneEndpoint.explain``)."""
+
+    number: str
+    #: The ``from`` number the callee sees, E.164 without '+'.
+    caller_id: str | None
+    dtmf_answer: str | None
+    #: ``dtmf_answer`` as pauses and keys, in order (each ``p`` is 500 ms).
+    dtmf_steps: tuple[DtmfStep, ...]
+    #: Total pause time in ``dtmf_answer``; the tones themselves add their own length.
+    dtmf_pause_ms: int
+
+    def lines(self) -> list[str]:
+        out = [
+            f"Vonage dials +{self.number} (E.164)",
+            f"the callee sees the caller ID +{self.caller_id}"
+            if self.caller_id
+            else "caller ID: none given (add --from, a Vonage number of the account)",
+        ]
+        if self.dtmf_answer is None:
+            out.append("no DTMF on answer")
+            return out
+        steps = []
+        for step in self.dtmf_steps:
+            if step.pause_ms:
+                steps.append(f"wait {step.pause_ms} ms")
+            if step.keys:
+                steps.append("key " + " ".join(step.keys))
+        keys = sum(len(step.keys) for step in self.dtmf_steps)
+        out.append(
+            f"when the callee answers, Vonage sends DTMF {self.dtmf_answer!r}: "
+            + ", ".join(steps)
+            + f" ({keys} key{'' if keys == 1 else 's'}; pauses {self.dtmf_pause_ms} ms in all, "
+            f"each p {DTMF_PAUSE_MS} ms, plus the tones' own length)"
+        )
+        return out
+
+
+@dataclass(frozen=True)
+class WebsocketFacts:
+    """The socket Vonage opens and its first message (``WebsocketEndpoint.explain``)."""
+
+    uri: str
+    #: ``wss://``: the connection is TLS.
+    tls: bool
+    rate: int
+    #: False: no ``content-type``, so Vonage's default (16000 Hz) applies.
+    rate_given: bool
+    #: Bytes per 20 ms frame of 16-bit mono PCM at ``rate``.
+    bytes_per_frame: int
+    headers: Mapping[str, Any]
+    #: ``headers`` serialised as Vonage limits them (compact JSON), against ``headers_limit``.
+    headers_bytes: int
+    headers_limit: int
+    #: ``vonage`` (a signed JWT), ``custom`` (a fixed header), or None (no credentials).
+    authorization: str | None
+
+    def lines(self) -> list[str]:
+        rate = f"{self.rate} Hz" + (
+            "" if self.rate_given else " (Vonage's default: no content-type)"
+        )
+        auth = {
+            "vonage": "Authorization: Bearer <JWT> signed with the account's signature secret",
+            "custom": "the custom Authorization header you set",
+            None: "no credentials: anyone who knows the URI can connect",
+        }[self.authorization]
+        if self.headers:
+            headers = (
+                f"the first message carries headers {_compact_json(self.headers)} "
+                f"({self.headers_bytes} of {self.headers_limit} bytes serialised)"
+            )
+        else:
+            headers = f"no headers (up to {self.headers_limit} bytes serialised may be added)"
+        return [
+            f"Vonage opens a websocket to {self.uri}"
+            + (" over TLS" if self.tls else ", not encrypted (ws://)"),
+            f"audio: 16-bit PCM at {rate}, {self.bytes_per_frame}-byte frames every 20 ms, both ways",
+            headers,
+            f"upgrade request: {auth}",
+        ]
+
+
+@dataclass(frozen=True)
+class VbcFacts:
+    """The Vonage Business Cloud extension Vonage rings (``VbcEndpoint.explain``)."""
+
+    extension: str
+
+    def lines(self) -> list[str]:
+        return [f"Vonage rings Vonage Business Cloud extension {self.extension}"]
+
+
+EndpointFacts: TypeAlias = SipFacts | PhoneFacts | WebsocketFacts | VbcFacts
+
+
+def _dtmf_steps(digits: str) -> tuple[DtmfStep, ...]:
+    steps: list[DtmfStep] = []
+    pause, keys = 0, ""
+    for ch in digits:
+        if ch == "p":
+            if keys:
+                steps.append(DtmfStep(pause, keys))
+                pause, keys = 0, ""
+            pause += DTMF_PAUSE_MS
+        else:
+            keys += ch
+    if pause or keys:
+        steps.append(DtmfStep(pause, keys))
+    return tuple(steps)
+
+
 # --- the four endpoints --------------------------------------------------------------------
 
 
@@ -305,6 +493,17 @@ class PhoneEndpoint:
             out["dtmfAnswer"] = self.dtmf_answer
         return out
 
+    def explain(self, from_: str | None = None) -> PhoneFacts:
+        """What Vonage does with this endpoint; ``from_`` is the connect action's ``from``."""
+        steps = _dtmf_steps(self.dtmf_answer or "")
+        return PhoneFacts(
+            number=self.number,
+            caller_id=from_,
+            dtmf_answer=self.dtmf_answer,
+            dtmf_steps=steps,
+            dtmf_pause_ms=sum(step.pause_ms for step in steps),
+        )
+
     @classmethod
     def from_dict(cls, obj: object) -> PhoneEndpoint:
         data = _typed_endpoint(obj, cls.TYPE, cls.FIELDS)
@@ -326,6 +525,27 @@ class SipEndpoint:
 
     def to_dict(self) -> JSONObject:
         return {"type": "sip", "uri": self.uri}
+
+    def explain(self, from_: str | None = None) -> SipFacts:
+        """What Vonage does with this endpoint; ``from_`` is the connect action's ``from``."""
+        address, _, param = self.uri[len("sip:") :].partition(";")
+        hostport = address.rpartition("@")[2]
+        if hostport.startswith("["):
+            end = hostport.index("]") + 1
+            host, port = hostport[:end], hostport[end + 1 :]
+        else:
+            host, _, port = hostport.partition(":")
+        transport = param.partition("=")[2].lower() or None
+        return SipFacts(
+            uri=self.uri,
+            host=host,
+            port=int(port) if port else SIP_DEFAULT_PORT,
+            port_given=bool(port),
+            transport=transport,
+            tls=transport == "tls",
+            media="udp",
+            caller_id=f"{from_}@{SIP_CALLER_DOMAIN}" if from_ else None,
+        )
 
     @classmethod
     def from_dict(cls, obj: object) -> SipEndpoint:
@@ -381,6 +601,22 @@ class WebsocketEndpoint:
             out["authorization"] = self.authorization.to_dict()
         return out
 
+    def explain(self, from_: str | None = None) -> WebsocketFacts:
+        """What Vonage does with this endpoint (``from_`` plays no part for a websocket)."""
+        rate = self.sample_rate or VONAGE_DEFAULT_RATE
+        headers = dict(self.headers or {})
+        return WebsocketFacts(
+            uri=self.uri,
+            tls=self.uri.startswith("wss://"),
+            rate=rate,
+            rate_given=self.sample_rate is not None,
+            bytes_per_frame=frame_bytes(rate),
+            headers=MappingProxyType(headers),
+            headers_bytes=len(_compact_json(headers)) if headers else 0,
+            headers_limit=MAX_HEADERS_BYTES,
+            authorization=None if self.authorization is None else self.authorization.type,
+        )
+
     @classmethod
     def from_dict(cls, obj: object) -> WebsocketEndpoint:
         data = _typed_endpoint(obj, cls.TYPE, cls.FIELDS)
@@ -418,6 +654,10 @@ class VbcEndpoint:
 
     def to_dict(self) -> JSONObject:
         return {"type": "vbc", "extension": self.extension}
+
+    def explain(self, from_: str | None = None) -> VbcFacts:
+        """What Vonage does with this endpoint."""
+        return VbcFacts(extension=self.extension)
 
     @classmethod
     def from_dict(cls, obj: object) -> VbcEndpoint:
@@ -548,6 +788,11 @@ class Connect:
             out["limit"] = self.limit
         out["endpoint"] = [self.endpoint.to_dict()]
         return out
+
+    def explain(self) -> EndpointFacts:
+        """What Vonage will do with this action's endpoint (host, port, caller ID, rate...);
+        ``.lines()`` on the result says it in plain words (``bridge ncco --explain``)."""
+        return self.endpoint.explain(self.from_)
 
     @classmethod
     def from_dict(cls, obj: object) -> Connect:

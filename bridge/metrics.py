@@ -13,13 +13,14 @@ workers, prometheus-client's multiprocess mode writes every value to a file ther
 worker's ``/metrics`` sums all of them (gauges of live processes only). Reading and summing
 every worker's files takes milliseconds of pure Python (5 ms measured with five processes'
 files), which on the event loop would stall every call, and in a thread would hold the GIL
-as long: so a scrape renders them in a helper process (:class:`_Renderer`: ``python -c`` with
-a pipe each way, started at the first scrape, gone when its pipe closes, so it never outlives
-its worker, even one killed with SIGKILL). Single-process mode keeps values in memory and adds
+as long: so a helper process renders them (:class:`_Renderer`: ``python -c`` with a pipe each
+way, started at a worker's first scrape, gone when its pipe closes, so it never outlives its
+worker, even one killed with SIGKILL) about once a second, when the call counters are
+sampled, and a scrape answers with its latest render, at once. Single-process mode keeps values in memory and adds
 the process collector (CPU, memory, open files); rendering those is cheap and stays inline.
 
 Import rule: standard library, ``prometheus_client``, ``bridge.units``, ``bridge.call`` (types
-only).
+only), ``bridge.transcript_post`` (its process-wide counters).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -46,6 +47,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from bridge.transcript_post import POST_STATS, PostStats
 from bridge.units import FRAME_MS
 
 if TYPE_CHECKING:
@@ -91,6 +93,7 @@ class CallMeter:
     upstream_reconnects: int = 0
     upstream_replayed_ms: float = 0.0
     upstream_lost_ms: float = 0.0
+    service_errors: dict[str, int] = field(default_factory=dict)
 
 
 class Metrics:
@@ -194,12 +197,29 @@ class Metrics:
             "transcription_not_decoded_seconds": self.transcription_not_decoded,
         }
         self._totals_seen: dict[str, float] = {}
+        self.service_errors = Counter(
+            "bridge_upstream_service_errors",
+            "Errors a speech service reported (error messages, closes, refusals), by service "
+            "and by the service's own reason",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.transcript_posts = Counter(
+            "bridge_transcript_posts",
+            "Final transcripts for --transcript-url: sent, failed after retries, or dropped "
+            "from a full queue",
+            ["result"],
+            registry=r,
+        )
+        self._posts_seen = PostStats()
         self.loop_lag = Histogram(
             "bridge_event_loop_lag_seconds",
             "How late a periodic event-loop callback ran",
             buckets=_FINE_BUCKETS,
             registry=r,
         )
+        for result in ("sent", "failed", "dropped"):
+            self.transcript_posts.labels(result)
         for outcome in OUTCOMES:
             self.calls.labels(outcome)
         for reason in REFUSALS:
@@ -228,6 +248,13 @@ class Metrics:
             lost_ms += lost - seen.upstream_lost_ms
             seen.upstream_reconnects, seen.upstream_replayed_ms = rec, rep
             seen.upstream_lost_ms = lost
+            link = call.upstream_stats
+            if link is not None and link.service_errors:
+                for reason, count in link.service_errors.items():
+                    new = count - seen.service_errors.get(reason, 0)
+                    if new > 0:
+                        self.service_errors.labels(link.source, reason).inc(new)
+                        seen.service_errors[reason] = count
             gaps = stats.pending_gaps_ms
             while gaps:
                 self.gaps.observe(gaps.popleft() / 1000)
@@ -251,6 +278,17 @@ class Metrics:
             self.upstream_replayed.inc(replayed_ms / 1000)
         if lost_ms > 0:
             self.upstream_lost.inc(lost_ms / 1000)
+        self._sample_posts()
+
+    def _sample_posts(self) -> None:
+        """The process's transcript POST counters (``bridge.transcript_post``)."""
+        seen = self._posts_seen
+        for name in ("sent", "failed", "dropped"):
+            new = getattr(POST_STATS, name) - getattr(seen, name)
+            if new > 0:
+                self.transcript_posts.labels(name).inc(new)
+        for f in fields(PostStats):
+            setattr(seen, f.name, getattr(POST_STATS, f.name))
 
     def sample_totals(self, totals: Mapping[str, float]) -> None:
         """Add what a mode's cumulative totals grew by since the last look (names unknown
@@ -265,23 +303,32 @@ class Metrics:
                 self._totals_seen[name] = value
 
     def exposition(self) -> bytes:
-        """The text format for ``GET /metrics``: this process, or all workers' files."""
-        if self.multiprocess:
-            return render_multiprocess()
-        return generate_latest(self.registry)
+        """The text format for ``GET /metrics``: this process, or all workers' files.
 
-    async def render(self) -> bytes:
-        """:meth:`exposition` without blocking the event loop (see the module doc)."""
+        With ``--workers`` the answer is the helper process's latest render (at most about a
+        second old, like the call counters it sums); only the first scrape of a worker, and
+        a scrape while its helper is being replaced, renders here.
+        """
         if not self.multiprocess:
             return generate_latest(self.registry)
-        if self._renderer is None:
-            self._renderer = _Renderer()
-        try:
-            return await self._renderer.render()
-        except OSError as exc:  # the helper failed: render here this time, a new one next
-            log.warning("metrics helper process failed: %s", exc)
+        renderer = self._renderer
+        if renderer is not None and renderer.failed:
+            log.warning("metrics helper process failed: %s", renderer.failed)
             self.close()
-            return render_multiprocess()
+            renderer = None
+        if renderer is None:
+            try:
+                self._renderer = _Renderer()
+            except (OSError, RuntimeError) as exc:  # no loop, or no process could start
+                log.warning("cannot start the metrics helper process: %s", exc)
+        elif renderer.latest is not None:
+            return renderer.latest
+        return render_multiprocess()
+
+    def refresh(self) -> None:
+        """Ask the helper for a new render (about once a second; no-op without one)."""
+        if self._renderer is not None:
+            self._renderer.request()
 
     def close(self) -> None:
         """Stop the render helper process, if one was started."""
@@ -298,10 +345,10 @@ class _Renderer:
 
     Protocol: a newline on its stdin asks for a render; it answers on stdout with the
     length (8 bytes) and the text. It exits when its stdin closes (this process is gone).
-    Requests made while one is in flight are answered by the next render, not an older one.
     """
 
     def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from bridge.metrics import render_loop; render_loop()"],
             stdin=subprocess.PIPE,
@@ -309,38 +356,34 @@ class _Renderer:
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin = self._proc.stdin
-        self._fd = self._proc.stdout.fileno()
+        self._stdout = self._proc.stdout
+        self._fd = self._stdout.fileno()
         os.set_blocking(self._fd, False)
-        self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._fd, self._on_readable)
         self._buffer = bytearray()
-        self._in_flight: list[asyncio.Future[bytes]] = []
-        self._next: list[asyncio.Future[bytes]] = []
+        self._in_flight = False
+        #: The last render, and why the helper stopped working (``None`` while it works).
+        self.latest: bytes | None = None
+        self.failed: str | None = None
+        self.request()
 
-    async def render(self) -> bytes:
-        future: asyncio.Future[bytes] = self._loop.create_future()
-        if self._in_flight:
-            self._next.append(future)
-        else:
-            self._in_flight.append(future)
-            self._ask()
-        return await future
-
-    def close(self) -> None:
-        self._loop.remove_reader(self._fd)
-        self._fail(OSError("metrics helper stopped"))
-        self._proc.kill()
-        self._proc.wait()
-        self._stdin.close()
-        assert self._proc.stdout is not None
-        self._proc.stdout.close()
-
-    def _ask(self) -> None:
+    def request(self) -> None:
+        if self._in_flight or self.failed:
+            return
         try:
             self._stdin.write(b"\n")
             self._stdin.flush()
         except OSError as exc:
-            self._fail(exc)
+            self.failed = str(exc) or type(exc).__name__
+            return
+        self._in_flight = True
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
+        self._proc.kill()
+        self._proc.wait()
+        self._stdin.close()
+        self._stdout.close()
 
     def _on_readable(self) -> None:
         try:
@@ -348,12 +391,10 @@ class _Renderer:
         except BlockingIOError:
             return
         except OSError as exc:
-            chunk, error = b"", exc
-        else:
-            error = OSError("metrics helper exited")
+            chunk, self.failed = b"", str(exc)
         if not chunk:
             self._loop.remove_reader(self._fd)
-            self._fail(error)
+            self.failed = self.failed or "it exited"
             return
         self._buffer += chunk
         if len(self._buffer) < _LENGTH.size:
@@ -361,20 +402,9 @@ class _Renderer:
         (size,) = _LENGTH.unpack_from(self._buffer)
         if len(self._buffer) < _LENGTH.size + size:
             return
-        text = bytes(self._buffer[_LENGTH.size : _LENGTH.size + size])
+        self.latest = bytes(self._buffer[_LENGTH.size : _LENGTH.size + size])
         del self._buffer[: _LENGTH.size + size]
-        done, self._in_flight, self._next = self._in_flight, self._next, []
-        for future in done:
-            if not future.done():
-                future.set_result(text)
-        if self._in_flight:
-            self._ask()
-
-    def _fail(self, exc: OSError) -> None:
-        waiting, self._in_flight, self._next = self._in_flight + self._next, [], []
-        for future in waiting:
-            if not future.done():
-                future.set_exception(exc)
+        self._in_flight = False
 
 
 def render_loop() -> None:
@@ -399,8 +429,9 @@ def _upstream_figures(link: UpstreamCounters | None) -> tuple[int, float, float]
         return 0, 0.0, 0.0
     reconnects = max(0, link.connects - 1)
     # Replayed: audio sent after a reconnect, whether resent (unconfirmed) or held back.
-    replayed_ms = float(link.frames_resent + link.frames_backlog) * FRAME_MS
-    lost_ms = float(link.frames_lost) * FRAME_MS
+    chunk_ms = getattr(link, "chunk_ms", FRAME_MS)
+    replayed_ms = float(link.frames_resent + link.frames_backlog) * chunk_ms
+    lost_ms = float(link.frames_lost) * chunk_ms
     return reconnects, replayed_ms, lost_ms
 
 

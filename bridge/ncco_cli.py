@@ -5,7 +5,8 @@ to be valid, and so that ``--websocket`` prints exactly what bridge's ``/answer`
 returns for the same settings: both are built by :func:`bridge.endpoints.websocket_ncco`, and
 ``--auth vonage`` / ``--token`` ask for the socket authentication that a server with
 ``--vonage-signature-secret`` / ``--token`` asks for
-(:func:`bridge.endpoints.bridge_authorization`).
+(:func:`bridge.endpoints.bridge_authorization`). ``--explain`` adds, after the JSON, what
+Vonage will do with it in plain words (the models' ``explain()``).
 
 Every invalid value becomes a :class:`~bridge.errors.ConfigError`, which ``bridge.cli.main``
 prints as one ``bridge: error: ...`` line with exit status 2.
@@ -29,6 +30,7 @@ from bridge.endpoints import (
     VbcEndpoint,
     bridge_authorization,
     ncco,
+    validate_ncco,
     websocket_ncco,
 )
 from bridge.errors import ConfigError
@@ -102,6 +104,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         choices=list(EVENT_METHODS),
         help="method for --event-url (websocket default GET; otherwise Vonage's, POST)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="after the NCCO, say in plain words what Vonage will do with it "
+        "(host, port, caller ID, rate, header size...)",
+    )
     parser.set_defaults(func=run_ncco)
 
 
@@ -112,6 +120,12 @@ def run_ncco(args: argparse.Namespace) -> int:
     except EndpointError as exc:
         raise ConfigError(str(exc)) from exc
     print(json.dumps(document, indent=2))
+    if args.explain:
+        print()
+        print("What Vonage will do:")
+        for connect in validate_ncco(document):
+            for line in connect.explain().lines():
+                print(f"  {line}")
     return 0
 
 

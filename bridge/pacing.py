@@ -123,13 +123,32 @@ class OutboundStream:
 
     def push(self, frame: bytes, now_ns: int) -> int | None:
         """Queue one exact frame and send what the schedule allows; returns the next wake."""
-        if not self.buffer:
+        buffer = self.buffer
+        if not buffer:
             self._resync(now_ns)
-        self.buffer.push(frame)
+            release = self.start_ns + self.next_slot * FRAME_NS - self.lead_ns
+            if release <= now_ns:
+                # Nothing queued and its slot is within the lead (an echo, a live stream):
+                # it leaves now, without a trip through the buffer.
+                lateness = now_ns - release - self.lead_ns
+                self.max_lateness_ns = max(self.max_lateness_ns, lateness)
+                self.send_frame(frame)
+                self.next_slot += 1
+                self.frames_sent += 1
+                self._after_send(True)
+                return None
+        buffer.push(frame)
         return self.pump(now_ns)
 
     def mark(self, payload: Any, now_ns: int) -> int | None:
-        """Queue a notify marker behind the audio queued so far."""
+        """Queue a notify marker behind the audio queued so far.
+
+        On an idle stream the marker's place on the grid is now (the slot the next frame will
+        take), not the stale slot after the last frame sent long ago: the play-out position
+        (``bridge.heard``) measures Vonage's lag from it.
+        """
+        if not self.buffer:
+            self._resync(now_ns)
         self.buffer.mark(payload)
         return self.pump(now_ns)
 
@@ -223,15 +242,18 @@ class Scheduler:
         start = self.clock.now_ns() if start_ns is None else start_ns
         return OutboundStream(buffer, send_frame, send_marker, start, self.lead_ns)
 
-    def push(self, stream: OutboundStream, frame: bytes) -> None:
+    def push(self, stream: OutboundStream, frame: bytes, now_ns: int | None = None) -> None:
+        """Queue ``frame`` on ``stream``; ``now_ns``: the caller's clock reading, if it has one."""
         if stream.closed:
             return
+        now = self.clock.now_ns() if now_ns is None else now_ns
         try:
-            wake = stream.push(frame, self.clock.now_ns())
+            wake = stream.push(frame, now)
         except Exception as exc:
             self._failed([(stream, exc)])
             return
-        self._schedule(stream, wake)
+        if wake is not None:
+            self._schedule(stream, wake)
 
     def mark(self, stream: OutboundStream, payload: Any) -> None:
         if stream.closed:
@@ -243,13 +265,15 @@ class Scheduler:
             return
         self._schedule(stream, wake)
 
-    def service(self, now_ns: int | None = None) -> int | None:
+    def service(self, now_ns: int | None = None, early_ns: int = 0) -> int | None:
         """Pump every stream that is due; returns the earliest future wake-up (or ``None``).
 
-        A stream whose pump raises is closed and reported (``on_error``) after the others
-        have been serviced and the next wake-up requested.
+        ``early_ns``: also serve what falls due within this much of now (sent that much
+        early), so one timer wake-up serves every call whose deadline is that close. A stream
+        whose pump raises is closed and reported (``on_error``) after the others have been
+        serviced and the next wake-up requested.
         """
-        now = self.clock.now_ns() if now_ns is None else now_ns
+        now = (self.clock.now_ns() if now_ns is None else now_ns) + early_ns
         self._armed_ns = None
         heap = self._heap
         failed: list[tuple[OutboundStream, Exception]] = []

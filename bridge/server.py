@@ -1,9 +1,11 @@
-"""The websocket server: a lean asyncio protocol driving websockets' sans-I/O core.
+"""The call server, on bridge's connection layer (``bridge.transport``, docs/transport.md).
 
 Why not ``websockets.asyncio.server``: each call's outbound frames are written from the
-process-wide pacing timer, synchronously, in one pass over every due call; the sans-I/O
-``ServerProtocol`` lets us do exactly that with no task or queue per connection, and it keeps
+process-wide pacing timer or straight from the read, synchronously; the connection layer lets
+us do exactly that with no task or queue per connection or per frame, and it keeps
 permessage-deflate off (docs/lessons.md s.7: it costs a lot on 20 ms PCM and buys nothing).
+:class:`CallLogic` holds every decision and runs on either backend (``--transport``):
+:class:`CallConnection` (websockets' sans-I/O core with our framer) or picows.
 
 This module alone maps failures to close codes (``CLOSE_CODES``) and logs them, once. It also
 decides, at the upgrade, who gets a websocket (README, "Security model" and "Limits"):
@@ -13,45 +15,45 @@ Retry-After; other paths are plain HTTP (``bridge.http``). Calls past ``--idle-t
 Metrics are sampled about once a second from the calls' own counters (``bridge.metrics``),
 never per frame.
 
-Import rule: anything in the package except ``cli``; one of the three modules that import
-websockets (with ``simulator`` and ``upstream``; docs/architecture.md s.2).
+Import rule: anything in the package except ``cli``; websockets for its request and header
+types only (the connection layer does the rest; docs/architecture.md s.2).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import http
+import functools
 import logging
 import ssl
 from collections.abc import Callable
-from typing import cast
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from websockets.datastructures import Headers
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Request, Response
-from websockets.protocol import State
-from websockets.server import ServerProtocol
+from websockets.http11 import Request
 
 from bridge.audio.resample import Resampler
 from bridge.auth import Authenticator, Credentials, check_exposure
+from bridge.banner import print_banner
 from bridge.call import DEVIATION_BUCKET_MS, INTERNAL_ERROR, Call, Handler
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
 from bridge.filewriter import written as file_writes_done
 from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, phone_url, unavailable
-from bridge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import Clock, MonotonicClock, Scheduler
 from bridge.protocol.vonage import parse_connected, parse_event
 from bridge.runtime import freeze_startup_heap
+from bridge.startup import bind_error
+from bridge.transport.base import ServerSide
+from bridge.transport.connection import CLOSE_TIMEOUT_S
+from bridge.transport.lifecycle import Event, Outcome, Phase
+from bridge.transport.server import ServerConnection
 from bridge.units import FRAME_NS, MS, SUPPORTED_RATES
 from bridge.webhooks import answer_ncco
 
 log = logging.getLogger("bridge.server")
-_ws_log = logging.getLogger("bridge.websocket")
 
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
@@ -72,11 +74,11 @@ CLOSE_CODES: dict[Fault, int] = {
     Fault.INVALID_EVENT: 1007,
 }
 
-CLOSE_TIMEOUT_S = 2.0
 #: How often call counters are added to the metrics and idle calls are looked for.
 SAMPLE_PERIOD_S = 1.0
 LENIENT_MAX_EARLY_FRAMES = 50
-WRITE_BUFFER_ABORT_BYTES = 4 << 20
+#: The pacing timer serves every call due within this of its wake-up, in one pass.
+TICK_EARLY_NS = 1 * MS
 
 
 def close_reason(fault: Fault, detail: str = "") -> str:
@@ -96,13 +98,15 @@ class BridgeServer:
         self.auth = Authenticator.from_config(config)
         self.metrics = Metrics()
         self.routes = HttpRoutes(config, self.auth, self._metrics_text, lambda: not self.draining)
-        self.connections: set[CallConnection] = set()
+        self.connections: set[CallLogic] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.calls_total = 0
         #: Websockets past the 101 and not yet closed: what --max-calls counts.
         self.upgraded = 0
         self.draining = False
         self.scheme = "wss" if config.tls_cert else "ws"
+        #: The backend carrying the calls (``--transport``, resolved at start).
+        self.transport_name = resolve_transport(config.transport)
         self._no_upgraded: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -139,15 +143,41 @@ class BridgeServer:
             for rate in SUPPORTED_RATES:
                 Resampler(rate, self.config.pipeline_rate)
                 Resampler(self.config.pipeline_rate, rate)
-        self._server = await self._loop.create_server(
-            lambda: CallConnection(self),
-            self.config.host,
-            self.config.port,
-            ssl=ssl_context,
-            reuse_port=reuse_port or None,
-        )
+        self.transport_name = resolve_transport(self.config.transport)
+        try:
+            if self.transport_name == "picows":
+                self._server = await self._picows_server(ssl_context, reuse_port)
+            else:
+                self._server = await self._loop.create_server(
+                    lambda: CallConnection(self),
+                    self.config.host,
+                    self.config.port,
+                    ssl=ssl_context,
+                    reuse_port=reuse_port or None,
+                )
+        except OSError as exc:  # port taken, privileged, address not here: one line, exit 2
+            raise bind_error(self.config.host, self.config.port, exc) from exc
         self._tick_due = self._loop.time() + self._sample_period_s
         self._tick = self._loop.call_at(self._tick_due, self._on_tick)
+
+    async def _picows_server(
+        self, ssl_context: ssl.SSLContext | None, reuse_port: bool
+    ) -> asyncio.Server:
+        try:
+            from bridge.transport.picows_server import serve as picows_serve  # noqa: PLC0415
+        except ImportError as exc:
+            option = self.config.option("transport", "picows")
+            raise ConfigError(f"{option}: picows cannot be imported ({exc})") from exc
+        connection = picows_connection_class()
+        return await picows_serve(
+            lambda: connection(self),
+            self.config.host,
+            self.config.port,
+            max_size=self.config.max_message_bytes,
+            ssl=ssl_context,
+            reuse_port=reuse_port or None,
+            use_aiofastnet=False,  # uvloop's transports, as the websockets backend
+        )
 
     async def drain(self, seconds: float, hurry: asyncio.Event | None = None) -> None:
         """Refuse new calls (503, /ready 503), let active ones run up to ``seconds``, then
@@ -207,8 +237,9 @@ class BridgeServer:
         loop = self._loop
         if loop is None:
             return
-        if self._timer is not None and self._timer_ns is not None and self._timer_ns <= wake_ns:
-            return
+        timer_ns = self._timer_ns
+        if self._timer is not None and timer_ns is not None and timer_ns <= wake_ns + TICK_EARLY_NS:
+            return  # the armed wake-up serves this one too (see _on_timer)
         if self._timer is not None:
             self._timer.cancel()
         delay = max(0.0, (wake_ns - self.clock.now_ns()) / 1e9)
@@ -222,7 +253,10 @@ class BridgeServer:
         now = self.clock.now_ns()
         if due is not None:
             self.metrics.pacing.observe(max(0, now - due) / 1e9)
-        self.scheduler.service(now)
+        # One pass serves every call due within TICK_EARLY_NS: calls' deadlines are spread
+        # over the 20 ms grid, and a wake-up per call would cost more than it buys (uvloop's
+        # timers have 1 ms resolution anyway; a frame 1 ms early is well inside the lead).
+        self.scheduler.service(now, early_ns=TICK_EARLY_NS)
 
     # Once a second: metrics from the calls' counters, idle calls, event-loop lag.
     def _on_tick(self) -> None:
@@ -232,6 +266,7 @@ class BridgeServer:
         now = loop.time()
         self.metrics.loop_lag.observe(max(0.0, now - self._tick_due))
         self._sample(per_second=True)
+        self.metrics.refresh()  # --workers: the helper renders what the next scrape answers
         idle_ns = round(self.config.idle_timeout_s * 1e9)
         now_ns = self.clock.now_ns()
         for conn in list(self.connections):
@@ -241,7 +276,8 @@ class BridgeServer:
             last = call.stats.last_arrival_ns or conn.started_ns
             if now_ns - last > idle_ns:
                 conn.limit_close(
-                    "idle_timeout", f"idle timeout: no audio for {self.config.idle_timeout_s:g} s"
+                    Event.IDLE_TIMEOUT,
+                    f"idle timeout: no audio for {self.config.idle_timeout_s:g} s",
                 )
         self._tick_due = max(self._tick_due + self._sample_period_s, now)
         self._tick = loop.call_at(self._tick_due, self._on_tick)
@@ -272,70 +308,95 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-class CallConnection(asyncio.Protocol):
-    """One TCP connection: handshake, first message, then one :class:`Call`."""
+class CallLogic(ServerSide):
+    """One accepted connection: upgrade decision, first message, then one :class:`Call`.
 
-    def __init__(self, server: BridgeServer) -> None:
+    Written against the connection layer's interface (``bridge.transport.base``), so the
+    same logic runs on either backend (:class:`CallConnection`, websockets;
+    ``PicowsCallConnection``, picows). Messages arrive synchronously from the read; audio
+    goes straight into ``Call.feed_audio``. How the call ends is its lifecycle's outcome.
+    """
+
+    def _init_call(self, server: BridgeServer) -> None:
         self.server = server
         self.config = server.config
-        self.proto = ServerProtocol(max_size=server.config.max_message_bytes, logger=_ws_log)
-        self.transport: asyncio.Transport | None = None
         self.call: Call | None = None
         self.query = ""
-        self.peer = "?"
         self.forwarded_for: str | None = None
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.meter = CallMeter()
-        self.upgraded = False
-        #: Set where the server decides how the call ends; else derived at connection_lost.
-        self.outcome: str | None = None
         self.started_ns = 0
         self._early: list[bytes] = []
-        self._fragments: bytearray | None = None
-        self._fragment_text = False
         self._first_timer: asyncio.TimerHandle | None = None
-        self._close_timer: asyncio.TimerHandle | None = None
         self._duration_timer: asyncio.TimerHandle | None = None
-        self._closing_logged = False
-        self._metrics_task: asyncio.Task[bytes] | None = None
+        self._refusal_logged = False
 
-    # --- asyncio.Protocol ---------------------------------------------------------------
+    # --- the connection layer's hooks ---------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        peer = self.transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+    def on_connect(self) -> None:
         self.server.connections.add(self)
-        loop = asyncio.get_running_loop()
-        self._first_timer = loop.call_later(
+        self._first_timer = self.loop.call_later(
             self.config.first_message_timeout_s, self._first_message_timeout
         )
 
-    def data_received(self, data: bytes) -> None:
-        proto = self.proto
-        proto.receive_data(data)
-        events = proto.events_received()
-        self._flush()
+    def on_binary(self, data: bytes, now_ns: int) -> None:
+        call = self.call
+        if call is not None:
+            try:
+                call.feed_audio(data, now_ns)
+            except Exception as exc:  # a tap or a synchronous handler failed: this call only
+                self._sync_handler_failed(call, exc)
+            return
+        if not self.config.lenient:
+            self._refuse(PeerError(Fault.BINARY_BEFORE_METADATA))
+        elif len(self._early) < LENIENT_MAX_EARLY_FRAMES:
+            self._early.append(data)
+
+    def on_text(self, text: str, now_ns: int) -> None:
         try:
-            for event in events:
-                if isinstance(event, Request):
-                    self._on_request(event)
-                elif isinstance(event, Frame) and proto.state is State.OPEN:
-                    self._on_frame(event.opcode, bytes(event.data), event.fin)
+            call = self.call
+            if call is not None:
+                event = parse_event(text)
+                if event is not None:
+                    call.feed_event(event)
+                return
+            connected = parse_connected(text, self.query)
         except PeerError as exc:
             self._refuse(exc)
-        self._after_io()
+            return
+        self._start_call(
+            Call(
+                connected,
+                self,
+                self.server.scheduler,
+                pipeline_rate=self.config.pipeline_rate,
+                playout_max_ms=self.config.playout_max_ms,
+            )
+        )
 
-    def eof_received(self) -> bool | None:
-        self.proto.receive_eof()
-        self._flush()
-        self._after_io()
-        return None
+    def _sync_handler_failed(self, call: Call, exc: Exception) -> None:
+        log.error(
+            "handler failed: %s: %s",
+            type(exc).__name__,
+            exc,
+            extra={"call_id": call.id},
+            exc_info=True,
+        )
+        call.hangup(INTERNAL_ERROR, "handler error")
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.proto.receive_eof()
-        for timer in (self._first_timer, self._close_timer, self._duration_timer):
+    def on_closing(self) -> None:
+        sent = self.close_sent
+        if (
+            not self._refusal_logged
+            and self.lifecycle.outcome is Outcome.PROTOCOL_ERROR
+            and sent is not None
+        ):
+            # The connection layer failed the connection (message too big, bad framing).
+            self._log_refusal(*sent)
+        if self.call is not None:
+            self.call.end()
+
+    def on_lost(self, exc: Exception | None) -> None:
+        for timer in (self._first_timer, self._duration_timer):
             if timer is not None:
                 timer.cancel()
         server = self.server
@@ -345,69 +406,38 @@ class CallConnection(asyncio.Protocol):
             call.end()
             server.metrics.sample([(call, self.meter)], per_second=False)
             server.metrics.calls_active.dec()
-        if self.upgraded:
-            outcome = self.outcome or self._derived_outcome()
-            server.metrics.calls.labels(outcome).inc()
+        if self.lifecycle.upgraded:
+            outcome = self.lifecycle.outcome or Outcome.DROPPED
+            server.metrics.calls.labels(outcome.value).inc()
             server.upgrade_done(-1)
             if call is not None:
-                log.info("call ended", extra={"outcome": outcome, **self._summary(call)})
-        if not self.lost.done():
-            self.lost.set_result(None)
+                log.info("call ended", extra={"outcome": outcome.value, **self._summary(call)})
 
-    # --- CallIO (what the Call uses) ----------------------------------------------------
+    # --- CallIO (what the Call uses): send_binary, send_text from Connection ------------
 
-    def send_binary(self, data: bytes) -> None:
-        if self.proto.state is not State.OPEN or self.transport is None:
-            return
-        self.proto.send_binary(data)
-        self._flush()
-        if self.transport.get_write_buffer_size() > WRITE_BUFFER_ABORT_BYTES:
-            log.warning("peer is not reading; aborting", extra={"peer": self.peer})
-            self.transport.abort()
+    def close(self, code: int, reason: str = "", event: Event | None = None) -> None:
+        if event is None:
+            event = Event.HANDLER_ERROR if code == INTERNAL_ERROR else Event.CLOSE
+        super().close(code, reason, event)
 
-    def send_text(self, text: str) -> None:
-        if self.proto.state is not State.OPEN:
-            return
-        self.proto.send_text(text.encode())
-        self._flush()
-
-    def close(self, code: int, reason: str) -> None:
-        if self.proto.state is not State.OPEN:
-            return
-        if code == INTERNAL_ERROR and self.outcome is None:
-            self.outcome = "handler_error"
-        self._closing_logged = True
-        self.proto.send_close(code, reason)
-        self._flush()
-        self._after_io()
-
-    # --- internals ----------------------------------------------------------------------
+    # --- the server's decisions ---------------------------------------------------------
 
     def shutdown(self, code: int, reason: str) -> None:
-        if self.proto.state is State.OPEN:
-            if self.outcome is None:
-                self.outcome = "shutdown"
-            self.close(code, reason)
-        elif self.transport is not None and self.proto.state is State.CONNECTING:
-            self.transport.close()
+        if self.is_open:
+            self.close(code, reason, Event.SHUTDOWN)
+        elif self.lifecycle.phase is Phase.HANDSHAKE:
+            self.drop()
 
-    def limit_close(self, outcome: str, reason: str) -> None:
+    def limit_close(self, event: Event, reason: str) -> None:
         """A limit ended the call (idle, duration): 1008 with ``reason``, logged once."""
-        if self.proto.state is not State.OPEN:
+        if not self.is_open:
             return
-        self.outcome = self.outcome or outcome
         log.info(
             "call closed by limit: %s",
             reason,
             extra={"call_id": self.call.id if self.call else None, "peer": self.peer},
         )
-        self.close(LIMIT_CLOSE, reason)
-
-    def _derived_outcome(self) -> str:
-        proto = self.proto
-        if proto.close_rcvd is None and proto.close_sent is None:
-            return "dropped"
-        return "completed"
+        self.close(LIMIT_CLOSE, reason, event)
 
     def _summary(self, call: Call) -> dict[str, object]:
         stats = call.stats
@@ -418,12 +448,12 @@ class CallConnection(asyncio.Protocol):
         summary["drift_ppm"] = _drift_ppm(
             stats.first_arrival_ns, stats.last_arrival_ns, stats.frames_in
         )
-        sent, rcvd = self.proto.close_sent, self.proto.close_rcvd
-        summary["close_code"] = rcvd.code if rcvd is not None else None
-        summary["close_sent"] = sent.code if sent is not None else None
+        sent, rcvd = self.close_sent, self.close_rcvd
+        summary["close_code"] = rcvd[0] if rcvd is not None else None
+        summary["close_sent"] = sent[0] if sent is not None else None
         return summary
 
-    def _on_request(self, request: Request) -> None:
+    def on_request(self, request: Request) -> None:
         path, _, query_string = request.path.partition("?")
         server = self.server
         pairs = parse_qsl(query_string, keep_blank_values=True)
@@ -431,11 +461,8 @@ class CallConnection(asyncio.Protocol):
         creds = Credentials(_one_header(request.headers, "Authorization"), query.get("token"))
         self.forwarded_for = _one_header(request.headers, "X-Forwarded-For")
         if path != self.config.path:
-            if path == "/metrics" and server.metrics.multiprocess:
-                self._send_metrics()  # all workers' files: rendered off the loop
-                return
             reply, why = server.routes.handle(path, query, creds)
-            self._send_plain(reply)
+            self._answer(reply)
             if why is not None:
                 log.warning("webhook refused: %s", why, extra={"peer": self.peer, "path": path})
             return
@@ -454,7 +481,7 @@ class CallConnection(asyncio.Protocol):
         if refusal is not None:
             reply, label, why = refusal
             server.refused(label)
-            self._send_plain(reply)
+            self._answer(reply)
             log.warning(
                 "upgrade refused: %d %s",
                 reply.status,
@@ -462,94 +489,17 @@ class CallConnection(asyncio.Protocol):
                 extra={"peer": self.peer, "forwarded_for": self.forwarded_for},
             )
             return
-        response = self.proto.accept(request)
-        self.proto.send_response(response)
-        self._flush()
-        if response.status_code != 101:
+        status = self.accept(request)
+        if status != 101:
             server.refused("bad_handshake")
-            log.info(
-                "upgrade refused",
-                extra={"peer": self.peer, "status": response.status_code, "path": path},
-            )
+            log.info("upgrade refused", extra={"peer": self.peer, "status": status, "path": path})
             return
-        self.upgraded = True
         server.upgrade_done(+1)
         # The token is a credential: it never becomes call metadata (nor a log line).
         self.query = urlencode([(k, v) for k, v in pairs if k != "token"])
 
-    def _send_metrics(self) -> None:
-        server = self.server
-        server._sample()
-        task = asyncio.get_running_loop().create_task(server.metrics.render())
-        self._metrics_task = task  # held until answered (the loop keeps weak references)
-
-        def send(done: asyncio.Task[bytes]) -> None:
-            self._metrics_task = None
-            if self.transport is None or self.transport.is_closing():
-                return
-            if done.cancelled() or done.exception() is not None:
-                self._send_plain(unavailable("metrics unavailable"))
-            else:
-                self._send_plain(HttpResponse(200, done.result(), METRICS_CONTENT_TYPE))
-
-        task.add_done_callback(send)
-
-    def _send_plain(self, reply: HttpResponse) -> None:
-        status = http.HTTPStatus(reply.status)
-        headers = Headers(
-            [
-                ("Date", email.utils.formatdate(usegmt=True)),
-                ("Connection", "close"),
-                ("Cache-Control", "no-store"),
-            ]
-        )
-        if reply.status != 204:
-            headers["Content-Length"] = str(len(reply.body))
-            headers["Content-Type"] = reply.content_type
-        for key, value in reply.headers:
-            headers[key] = value
-        self.proto.send_response(Response(status.value, status.phrase, headers, reply.body))
-        self._flush()
-
-    def _on_frame(self, opcode: Opcode, data: bytes, fin: bool) -> None:
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if not fin:
-                self._fragments = bytearray(data)
-                self._fragment_text = opcode is Opcode.TEXT
-                return
-            self._on_message(opcode is Opcode.TEXT, data)
-        elif opcode is Opcode.CONT and self._fragments is not None:
-            self._fragments += data
-            if fin:
-                whole, self._fragments = bytes(self._fragments), None
-                self._on_message(self._fragment_text, whole)
-
-    def _on_message(self, is_text: bool, data: bytes) -> None:
-        call = self.call
-        if call is not None:
-            if is_text:
-                event = parse_event(_decode(data, Fault.INVALID_EVENT))
-                if event is not None:
-                    call.feed_event(event)
-            else:
-                call.feed_audio(data)
-            return
-        if not is_text:
-            if not self.config.lenient:
-                raise PeerError(Fault.BINARY_BEFORE_METADATA)
-            if len(self._early) < LENIENT_MAX_EARLY_FRAMES:
-                self._early.append(bytes(data))
-            return
-        connected = parse_connected(_decode(data, Fault.FIRST_MESSAGE_NOT_JSON), self.query)
-        self._start_call(
-            Call(
-                connected,
-                self,
-                self.server.scheduler,
-                pipeline_rate=self.config.pipeline_rate,
-                playout_max_ms=self.config.playout_max_ms,
-            )
-        )
+    def _answer(self, reply: HttpResponse) -> None:
+        self.respond(reply.status, reply.body, reply.content_type, reply.headers)
 
     def _start_call(self, call: Call) -> None:
         if self._first_timer is not None:
@@ -559,10 +509,9 @@ class CallConnection(asyncio.Protocol):
         server.calls_total += 1
         server.metrics.calls_active.inc()
         self.started_ns = server.clock.now_ns()
-        loop = asyncio.get_running_loop()
         max_s = self.config.max_call_s
-        self._duration_timer = loop.call_later(
-            max_s, self.limit_close, "max_duration", f"maximum call duration {max_s:g} s"
+        self._duration_timer = self.loop.call_later(
+            max_s, self.limit_close, Event.MAX_DURATION, f"maximum call duration {max_s:g} s"
         )
         log.info(
             "call started",
@@ -578,7 +527,7 @@ class CallConnection(asyncio.Protocol):
         for early in self._early:
             call.feed_audio(early)
         self._early.clear()
-        task = loop.create_task(self._run_handler(call))
+        task = self.loop.create_task(self._run_handler(call))
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
 
@@ -597,69 +546,69 @@ class CallConnection(asyncio.Protocol):
                 extra={"call_id": call.id},
                 exc_info=exc,
             )
-            self.outcome = self.outcome or "handler_error"
             call.hangup(INTERNAL_ERROR, "handler error")
 
     def _refuse(self, exc: PeerError) -> None:
         code = CLOSE_CODES[exc.fault]
         reason = close_reason(exc.fault, exc.detail)
+        self._log_refusal(code, reason)
+        timeout = exc.fault is Fault.FIRST_MESSAGE_TIMEOUT
+        self.close(code, reason, Event.FIRST_MESSAGE_TIMEOUT if timeout else Event.PEER_FAULT)
+
+    def _log_refusal(self, code: int, reason: str) -> None:
+        self._refusal_logged = True
         log.warning(
             "call refused: %d %s",
             code,
             reason,
             extra={"peer": self.peer, "call_id": self.call.id if self.call else None},
         )
-        self._closing_logged = True
-        if self.outcome is None:
-            timeout = exc.fault is Fault.FIRST_MESSAGE_TIMEOUT
-            self.outcome = "first_message_timeout" if timeout else "protocol_error"
-        if self.proto.state is State.OPEN:
-            self.proto.send_close(code, reason)
-            self._flush()
 
     def _first_message_timeout(self) -> None:
         if self.call is not None:
             return
-        if self.proto.state is State.OPEN:
+        if self.is_open:
             self._refuse(
                 PeerError(Fault.FIRST_MESSAGE_TIMEOUT, f"{self.config.first_message_timeout_s:g} s")
             )
-            self._after_io()
-        elif self.transport is not None:
-            self.transport.close()
+        else:
+            self.drop()
 
-    def _after_io(self) -> None:
-        proto = self.proto
-        if proto.state is State.OPEN or proto.state is State.CONNECTING:
-            return
-        if not self._closing_logged and proto.close_sent is not None:
-            # websockets failed the connection itself (e.g. message too big, bad framing).
-            self._closing_logged = True
-            code, reason = proto.close_sent.code, proto.close_sent.reason
-            if proto.close_rcvd is None:
-                self.outcome = self.outcome or "protocol_error"
-                log.warning(
-                    "call refused: %d %s",
-                    code,
-                    reason,
-                    extra={"peer": self.peer, "call_id": self.call.id if self.call else None},
-                )
-        if self.call is not None:
-            self.call.end()
-        if proto.close_expected() and self._close_timer is None and self.transport is not None:
-            self._close_timer = asyncio.get_running_loop().call_later(
-                CLOSE_TIMEOUT_S, self.transport.close
+
+class CallConnection(CallLogic, ServerConnection):
+    """:class:`CallLogic` on the websockets backend (pure Python framing)."""
+
+    def __init__(self, server: BridgeServer) -> None:
+        ServerConnection.__init__(
+            self, clock=server.clock, max_size=server.config.max_message_bytes
+        )
+        self._init_call(server)
+
+
+def resolve_transport(setting: str) -> str:
+    """``auto``: picows when it can be imported (it has no wheel on some platforms)."""
+    if setting != "auto":
+        return setting
+    try:
+        import picows  # noqa: F401, PLC0415
+    except ImportError:
+        return "websockets"
+    return "picows"
+
+
+@functools.cache
+def picows_connection_class() -> Callable[[BridgeServer], Any]:
+    """:class:`CallLogic` on the picows backend, built on first use (picows is optional)."""
+    from bridge.transport.picows_server import PicowsServerConnection  # noqa: PLC0415
+
+    class PicowsCallConnection(CallLogic, PicowsServerConnection):
+        def __init__(self, server: BridgeServer) -> None:
+            PicowsServerConnection.__init__(
+                self, clock=server.clock, max_size=server.config.max_message_bytes
             )
+            self._init_call(server)
 
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        for data in self.proto.data_to_send():
-            if data:
-                transport.write(data)
-            else:
-                transport.close()
+    return PicowsCallConnection
 
 
 def _one_header(headers: Headers, name: str) -> str | None:
@@ -678,13 +627,6 @@ def _drift_ppm(first_ns: int | None, last_ns: int | None, frames: int) -> float 
         return None
     media = (frames - 1) * FRAME_NS
     return round((media - elapsed) / elapsed * 1e6, 1)
-
-
-def _decode(data: bytes, fault: Fault) -> str:
-    try:
-        return data.decode()
-    except UnicodeDecodeError as exc:
-        raise PeerError(fault, "not UTF-8") from exc
 
 
 async def serve(
@@ -707,7 +649,15 @@ async def serve(
     if on_listening is not None:
         on_listening(server)
     else:
-        log.info("listening", extra={"url": url, **phone_url(config, server.port)})
+        log.info(
+            "listening",
+            extra={
+                "url": url,
+                "transport": server.transport_name,
+                **phone_url(config, server.port),
+            },
+        )
+        print_banner(config, server.port)  # at a terminal only: what to do next
     await stop.wait()
     stop.clear()
     log.info(

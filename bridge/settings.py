@@ -6,7 +6,9 @@ that one declaration and the field's real annotation (``typing.get_type_hints``)
 
 - the command-line flag ``--name-with-dashes`` and the variable ``BRIDGE_NAME``;
 - the type a raw string is converted to (``bool``, ``int``, ``float``, ``str``), whether it may
-  be unset (``X | None``), and its choices (``Literal[...]``);
+  be unset (``X | None``), its choices (``Literal[...]``), and whether it repeats
+  (``tuple[str, ...]``: the flag may be given several times; the variable holds one value per
+  line);
 - the ``--help`` line, with the variable and the default;
 - every error message: ``--port (BRIDGE_PORT) must be 0-65535, got 70000``, spelled from the
   field's name, so a message can never name a flag that does not exist.
@@ -158,6 +160,8 @@ class Option:
     section: type[Settings]
     kind: type  # bool, int, float or str
     optional: bool
+    #: ``tuple[str, ...]``: a repeatable flag; the variable holds one value per line.
+    repeated: bool
     choices: tuple[Any, ...] | None
     default: Any
     help: str
@@ -181,8 +185,12 @@ class Option:
         """How messages name this setting: ``--mode forward (BRIDGE_MODE)``."""
         return f"{self.flag}{' ' + value if value else ''} ({self.env})"
 
-    def convert(self, raw: str, source: str) -> Any:
+    def convert(self, raw: str | list[str], source: str) -> Any:
         """A raw string from ``source`` (a flag or a variable name) as the field's type."""
+        if self.repeated:
+            items = raw if isinstance(raw, list) else [line for line in raw.split("\n") if line]
+            return tuple(str(item) for item in items)
+        assert isinstance(raw, str)
         if self.kind is bool:
             lowered = raw.strip().lower()
             if lowered in _TRUE:
@@ -205,6 +213,15 @@ class Option:
         Values from the command line were converted already; this also guards a config
         built in Python (``ServerConfig(mode=...)``), where only mypy would see a wrong type.
         """
+        if self.repeated:
+            if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+                return "must be a tuple of text values"
+            for item in value:
+                for check in self.checks:
+                    broken = check(item)
+                    if broken is not None:
+                        return broken
+            return None
         # bool is an int, but ``port=True`` is a mistake; an int is a fine float.
         fits = isinstance(value, self.kind) and (self.kind is bool or not isinstance(value, bool))
         if not fits and not (self.kind is float and type(value) is int):
@@ -221,6 +238,8 @@ class Option:
         """The inverse of :meth:`convert` (``None`` for unset), for a child's environment."""
         if value is None:
             return None
+        if self.repeated:
+            return "\n".join(value) if value else None
         if isinstance(value, bool):
             return "true" if value else "false"
         return str(value)
@@ -228,6 +247,10 @@ class Option:
 
 def _kind_of(name: str, hint: Any) -> tuple[type, bool, tuple[Any, ...] | None]:
     """(base type, may be None, choices) from an annotation such as ``Rate | None``."""
+    if get_origin(hint) is tuple:
+        if get_args(hint) != (str, ...):
+            raise TypeError(f"setting {name}: a repeated setting is tuple[str, ...], got {hint}")
+        return str, False, None
     optional = False
     if get_origin(hint) in (Union, types.UnionType):
         members = [arg for arg in get_args(hint) if arg is not type(None)]
@@ -334,6 +357,7 @@ def _declared(section: type[Settings]) -> tuple[Option, ...]:
                 section=section,
                 kind=kind,
                 optional=optional,
+                repeated=get_origin(hints[name]) is tuple,
                 choices=choices,
                 default=f.default,
                 help=f.metadata["help"],
@@ -374,6 +398,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
         group = parser.add_argument_group(section.TITLE)
         for option in options(section):
             facts = [f"env {option.env}", f"default {option.default}"]
+            if option.repeated:
+                facts = [f"env {option.env}, one value per line", "default none"]
             metavar = option.metavar
             if option.choices is not None:
                 shown = ",".join(str(choice) for choice in option.choices)
@@ -382,6 +408,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
                 else:
                     facts.append(f"one of {shown}")
             help_text = f"{option.help} [{'; '.join(facts)}]"
+            if option.repeated:
+                group.add_argument(
+                    option.flag,
+                    dest=option.name,
+                    action="append",
+                    default=None,
+                    metavar=metavar,
+                    help=f"{option.help} (repeatable) [{'; '.join(facts)}]",
+                )
+                continue
             if option.kind is bool:
                 group.add_argument(
                     option.flag,
@@ -417,7 +453,9 @@ def load(
     for option in all_options(cls):
         raw = getattr(args, option.name, None) if args is not None else None
         if raw is not None:
-            values[option.name] = option.convert(str(raw), option.flag)
+            values[option.name] = option.convert(
+                raw if isinstance(raw, list) else str(raw), option.flag
+            )
         elif option.env in env:
             values[option.name] = option.convert(env[option.env], option.env)
     return cls(**values)

@@ -20,11 +20,11 @@ long the call runs: histograms (``bridge.stats``) instead of sample lists, a fix
 recent send times, recordings streamed to disk.
 
 As a load generator it must stay cheaper than the servers it measures, so the per-frame path
-has no task, future, queue or sleep: websockets' sans-I/O ``ClientProtocol`` is driven from an
-asyncio ``Protocol`` (as ``bridge.server`` drives ``ServerProtocol``) for the handshake and
-control frames, data frames are framed by hand (:class:`_Connection`), received messages are
-handled synchronously in ``data_received``, and one sender per process (:class:`_Ticker`, one
-timer and a heap) sends every call's due frames. Per-call state the garbage collector would
+has no task, future, queue or sleep: each call is a client of bridge's connection layer
+(``bridge.transport.client``: websockets' sans-I/O ``ClientProtocol`` for the handshake and
+control frames, data frames framed by hand), received messages are handled synchronously in
+the read, and one sender per process (:class:`_Ticker`, one timer and a heap) sends every
+call's due frames. Per-call state the garbage collector would
 walk is kept in typed arrays, and a load process freezes its imports out of the collector's
 way: a full collection used to stall every sender for 10-20 ms. ``run_load(..., procs=N)``
 spreads calls over N processes, each with its own uvloop loop, and merges their histograms.
@@ -33,9 +33,9 @@ its figures are not to be trusted. About 30 us of CPU per frame sent and echoed,
 it the kernel's socket calls.
 
 Import rule: ``bridge.audio``, ``bridge.errors``, ``bridge.pacing``, ``bridge.protocol``,
-``bridge.runtime``, ``bridge.settings``, ``bridge.stats``, ``bridge.units``; one of the three
-modules that import ``websockets`` (with ``server`` and ``upstream``; docs/architecture.md
-s.2).
+``bridge.runtime``, ``bridge.settings``, ``bridge.stats``, ``bridge.transport``,
+``bridge.units``; it uses websockets' URI parser and exceptions, the connection layer does the
+rest (docs/architecture.md s.2).
 """
 
 from __future__ import annotations
@@ -44,11 +44,8 @@ import argparse
 import asyncio
 import heapq
 import json
-import logging
 import math
 import multiprocessing
-import os
-import ssl
 import sys
 import time
 from array import array
@@ -57,18 +54,11 @@ from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any
 
 import numpy as np
-from websockets.client import ClientProtocol
 from websockets.exceptions import WebSocketException
-from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
-
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - websockets built without its C extension
-    from websockets.utils import apply_mask
 
 from bridge.audio.pcm import Samples, to_bytes, to_samples, tone
 from bridge.audio.resample import resample_whole
@@ -87,10 +77,9 @@ from bridge.protocol.vonage import (
 from bridge.runtime import freeze_startup_heap, run
 from bridge.settings import parse_pairs
 from bridge.stats import Histogram
+from bridge.transport.client import ClientConnection, Receiver, ssl_context
 from bridge.units import FRAME_NS, MS, SUPPORTED_RATES, frame_bytes, frame_samples
 from bridge.units import SECOND as S
-
-_ws_log = logging.getLogger("bridge.simulator.websocket")
 
 DTMF_SPACING_NS = 300 * MS
 #: Close code for a wrong-sized binary frame. Real Vonage drops the socket (the far end sees
@@ -117,9 +106,6 @@ _UNSTAMPED_SEARCH = 50
 _MAX_EVENTS_KEPT = 1000
 _MAX_ERRORS_KEPT = 20
 _MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-_MAX_RESPONSE_BYTES = 64 * 1024
-_BINARY_16 = bytes((0x82, 0x80 | 126))
-_BINARY_64 = bytes((0x82, 0x80 | 127))
 _STAMP_SAMPLES = 16
 #: Stamped frames kept per process (see _Source.stamped): 1024 frames, 20 s of a ramp.
 _STAMP_CACHE = 1024
@@ -174,6 +160,10 @@ class CallOptions:
     #: For ``wss://``: trust this CA bundle (PEM) instead of the system's; or verify nothing.
     ca_file: Path | str | None = None
     insecure: bool = False
+    #: No frames from ``pause_at_s`` for ``pause_s`` seconds: a held or muted leg, a stalled
+    #: network (the schedule goes on; the frames of the pause are never sent).
+    pause_at_s: float = 0.0
+    pause_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rate not in SUPPORTED_RATES:
@@ -186,6 +176,8 @@ class CallOptions:
             raise ConfigError(f"DTMF digits must be 0-9, * or #, got {bad[0]!r}")
         if self.dtmf_at_s < 0 or self.linger_s < 0:
             raise ConfigError("dtmf-at and linger must be >= 0")
+        if not (0 <= self.pause_at_s < math.inf and 0 <= self.pause_s < math.inf):
+            raise ConfigError("pause-at and pause must be >= 0")
         if not self.connect_timeout_s > 0:
             raise ConfigError("connect timeout must be positive")
         if self.wav is not None and self.tone_hz is not None:
@@ -333,6 +325,9 @@ class CallReport:
     notifies_dropped: int = 0
     unknown_commands: int = 0
     frames_cleared: int = 0
+    #: At each ``clear``: how much of the audio received so far had played (ms), i.e. what
+    #: the caller had heard when the clear arrived (cleared audio never plays).
+    heard_at_clears_ms: tuple[float, ...] = ()
     playback_overflow_frames: int = 0
     playback_peak_ms: int = 0
     close_code: int | None = None
@@ -430,7 +425,7 @@ class _Histograms:
     pacing: Histogram = field(default_factory=lambda: Histogram(sub_bits=12))
 
 
-# --- the client: websockets' sans-I/O core under an asyncio Protocol --------------------
+# --- the client: bridge's connection layer ------------------------------------------------
 
 
 def _one_line(exc: BaseException) -> str:
@@ -438,299 +433,25 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class _Receiver(Protocol):
-    """What a connection hands its messages to (the call)."""
+class _Connection(ClientConnection):
+    """One simulated caller's websocket, on bridge's connection layer (``bridge.transport``).
 
-    def on_binary(self, data: bytes, now_ns: int) -> None: ...
-
-    def on_text(self, text: str, now_ns: int) -> None: ...
-
-
-class _Connection(asyncio.Protocol):
-    """One client websocket: websockets' sans-I/O ``ClientProtocol`` under an asyncio Protocol.
-
-    No task, queue or future per message (``websockets.asyncio`` has all three): each read is
-    handled at once and its messages go synchronously to the receiver, stamped with one clock
-    reading taken when the read arrived; sends are synchronous writes.
-
-    ``ClientProtocol`` does the opening handshake and every control frame (ping, pong, close:
-    the closing handshake and close codes are its job). Data frames, 99.99 % of the traffic,
-    are framed here, about 25 lines each way: websockets' generator-based parser and frame
-    objects cost more per 20 ms frame (~5 us) than everything else the generator does for it.
-    Control frames are handed to ``ClientProtocol`` whole, so its parser is always at a frame
-    boundary. permessage-deflate is never offered (docs/lessons.md s.7), so frames carry no RSV
-    bits, and no User-Agent is sent (docs/protocol.md s.1).
+    No task, queue or future per message: each read is handled at once and its messages go
+    synchronously to the call, stamped with one clock reading taken when the read arrived;
+    sends are synchronous writes. The simulator waits longer for a closing handshake than
+    bridge does (``CLOSE_TIMEOUT_S``), as a phone network would. permessage-deflate is never
+    offered (docs/lessons.md s.7) and no User-Agent is sent (docs/protocol.md s.1).
     """
 
+    close_timeout_s = CLOSE_TIMEOUT_S
+
     def __init__(
-        self, uri: WebSocketURI, headers: Mapping[str, str], receiver: _Receiver, clock: Clock
+        self, uri: WebSocketURI, headers: Mapping[str, str], receiver: Receiver, clock: Clock
     ) -> None:
-        self.proto = ClientProtocol(uri, max_size=_MAX_MESSAGE_BYTES, logger=_ws_log)
-        self.headers = headers
-        self.receiver = receiver
-        self.clock = clock
-        self.transport: asyncio.Transport | None = None
-        loop = asyncio.get_running_loop()
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.lost: asyncio.Future[None] = loop.create_future()
-        self._head = b""  # the HTTP response, until its blank line
-        self._framing = False  # after a 101: data frames are parsed here
-        self.ticker: _Ticker | None = None  # polled on every read (see _Ticker)
-        #: ``proto.state is OPEN``, kept as a plain attribute: it is read for every frame.
-        self.is_open = False
-        self._discarding = False  # after we failed the connection
-        self._pending = b""  # the start of a frame not yet complete
-        self._fragments: bytearray | None = None
-        self._fragment_text = False
-        self._close_timer: asyncio.TimerHandle | None = None
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        request = self.proto.connect()
-        for key, value in self.headers.items():
-            request.headers[key] = value
-        self.proto.send_request(request)
-        self._flush()
-
-    def data_received(self, data: bytes) -> None:
-        now = self.clock.now_ns()
-        if self._framing:
-            ticker = self.ticker
-            if ticker is not None and now + _EARLY_NS >= ticker.next_due_ns:
-                ticker.poll(now)  # sends that are due go before the echoes that arrived
-            self._receive_frames(data, now)  # calls _after_io only after a control frame
-        elif not self._discarding:
-            self._receive_head(data, now)
-            self._after_io()
-
-    def eof_received(self) -> bool | None:
-        self._feed_head()
-        self.proto.receive_eof()
-        self._flush()
-        self._after_io()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._feed_head()
-        self.proto.receive_eof()
-        self.is_open = False
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-        if not self.opened.done():
-            error = self.proto.handshake_exc or exc or ConnectionError("closed during handshake")
-            self.opened.set_exception(error)
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    # what the call uses
-
-    def send_binary(self, data: bytes) -> None:
-        """One masked binary frame (RFC 6455 s.5.2-5.3), written at once."""
-        transport = self.transport
-        if not self.is_open or transport is None:
-            return
-        n = len(data)
-        if n < 126:
-            head = bytes((0x82, 0x80 | n))
-        elif n < 65536:
-            head = _BINARY_16 + n.to_bytes(2, "big")
-        else:
-            head = _BINARY_64 + n.to_bytes(8, "big")
-        mask = _MASKS.next()
-        transport.write(head + mask + apply_mask(data, mask))
-
-    def send_text(self, text: str) -> None:
-        if self.proto.state is State.OPEN:
-            self.proto.send_text(text.encode())
-            self._flush()
-
-    def close(self, code: int, reason: str = "") -> None:
-        if self.proto.state is State.OPEN:
-            self.proto.send_close(code, reason)
-            self._flush()
-        self._after_io()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    # receiving
-
-    def _receive_head(self, data: bytes, now: int) -> None:
-        """Until the response's blank line; the response alone goes to ``ClientProtocol``."""
-        head = self._head + data
-        end = head.find(b"\r\n\r\n")
-        if end < 0 and len(head) <= _MAX_RESPONSE_BYTES:
-            self._head = head
-            return
-        self._head = b""
-        cut = len(head) if end < 0 else end + 4
-        proto = self.proto
-        proto.receive_data(head[:cut])
-        proto.events_received()
-        self._flush()
-        rest = head[cut:]
-        if proto.state is not State.OPEN:
-            if rest:  # a refusal's body: websockets reads it for its exception
-                proto.receive_data(rest)
-                proto.events_received()
-                self._flush()
-            return
-        self._framing = True
-        self.is_open = True
-        if not self.opened.done():
-            self.opened.set_result(None)
-        if rest:
-            self._receive_frames(rest, now)
-
-    def _feed_head(self) -> None:
-        if self._head:
-            head, self._head = self._head, b""
-            self.proto.receive_data(head)
-            self._flush()
-
-    def _receive_frames(self, data: bytes, now: int) -> None:
-        """Split the stream into frames (RFC 6455 s.5.2); unmasked, as from a server."""
-        buf = self._pending + data if self._pending else data
-        size = len(buf)
-        pos = 0
-        while size - pos >= 2:
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            length = b1 & 0x7F
-            start = pos + 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                start = pos + 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            if b1 & 0x80 or b0 & 0x70:
-                self._fail(1002, "masked frame" if b1 & 0x80 else "reserved bits must be 0")
-                return
-            if length > _MAX_MESSAGE_BYTES:
-                self._fail(1009, f"frame with {length} bytes exceeds limit")
-                return
-            end = start + length
-            if end > size:
-                break
-            opcode = b0 & 0x0F
-            if opcode & 0x08:  # ping, pong, close: ClientProtocol's job
-                self.proto.receive_data(buf[pos:end])
-                self.proto.events_received()
-                self._flush()
-                self._after_io()
-            elif not self._on_data(opcode, buf[start:end], b0 & 0x80 != 0, now):
-                return
-            pos = end
-        self._pending = buf[pos:] if pos < size else b""
-
-    def _on_data(self, opcode: int, data: bytes, fin: bool, now: int) -> bool:
-        if opcode == 2 and fin and self._fragments is None:  # the common case
-            self.receiver.on_binary(data, now)
-            return True
-        if opcode in {1, 2}:
-            if self._fragments is not None:
-                self._fail(1002, "expected a continuation frame")
-                return False
-            if not fin:
-                self._fragments = bytearray(data)
-                self._fragment_text = opcode == 1
-                return True
-            return self._deliver(opcode == 1, data, now)
-        if opcode == 0 and self._fragments is not None:
-            self._fragments += data
-            if len(self._fragments) > _MAX_MESSAGE_BYTES:
-                self._fail(1009, "message too big")
-                return False
-            if fin:
-                whole, self._fragments = bytes(self._fragments), None
-                return self._deliver(self._fragment_text, whole, now)
-            return True
-        self._fail(1002, f"unexpected opcode {opcode}")
-        return False
-
-    def _deliver(self, is_text: bool, data: bytes, now: int) -> bool:
-        if not is_text:
-            self.receiver.on_binary(data, now)
-            return True
-        try:
-            text = data.decode()
-        except UnicodeDecodeError as exc:
-            self._fail(1007, f"{exc.reason} at position {exc.start}")
-            return False
-        self.receiver.on_text(text, now)
-        return True
-
-    def _fail(self, code: int, reason: str) -> None:
-        """The server broke the protocol: close as websockets would, then read nothing more."""
-        self._framing = False
-        self._discarding = True
-        self._pending = b""
-        if self.proto.state is State.OPEN:
-            self.proto.fail(code, reason)
-            self._flush()
-        self._after_io()
-
-    def _after_io(self) -> None:
-        proto = self.proto
-        self.is_open = proto.state is State.OPEN
-        if proto.handshake_exc is not None and not self.opened.done():
-            self.opened.set_exception(proto.handshake_exc)
-        if proto.close_expected() and self._close_timer is None and self.transport is not None:
-            # The server closes TCP after the closing handshake; don't wait for ever.
-            loop = asyncio.get_running_loop()
-            self._close_timer = loop.call_later(CLOSE_TIMEOUT_S, self.transport.abort)
-
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        for data in self.proto.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof():
-                transport.write_eof()
+        super().__init__(uri, headers, receiver, clock, max_size=_MAX_MESSAGE_BYTES)
 
 
-class _MaskPool:
-    """Fresh random masking keys (RFC 6455 s.5.3) from a pool refilled 1024 keys at a time:
-    one ``os.urandom`` call per frame was 4 % of the generator's CPU."""
-
-    __slots__ = ("_at", "_pool")
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def next(self) -> bytes:
-        at = self._at
-        if at >= len(self._pool):
-            self._pool = os.urandom(4 * 1024)
-            at = 0
-        self._at = at + 4
-        return self._pool[at : at + 4]
-
-
-_MASKS = _MaskPool()
-
-
-def _ssl_context(opts: CallOptions) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(opts.ca_file) if opts.ca_file else None)
-    if opts.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-async def _open(opts: CallOptions, receiver: _Receiver, clock: Clock) -> _Connection:
+async def _open(opts: CallOptions, receiver: Receiver, clock: Clock) -> _Connection:
     """Connect and complete the opening handshake within ``connect_timeout_s``."""
     uri = parse_uri(opts.url)
     loop = asyncio.get_running_loop()
@@ -742,7 +463,11 @@ async def _open(opts: CallOptions, receiver: _Receiver, clock: Clock) -> _Connec
                 lambda: _Connection(uri, headers, receiver, clock),
                 uri.host,
                 uri.port,
-                ssl=_ssl_context(opts) if uri.secure else None,
+                ssl=(
+                    ssl_context(str(opts.ca_file) if opts.ca_file else None, opts.insecure)
+                    if uri.secure
+                    else None
+                ),
             )
             await conn.opened
     except BaseException:
@@ -888,6 +613,12 @@ class _Call:
         self.unknown_commands = 0
         self.play_end_ns = 0
         self.frames_cleared = 0
+        self.cleared_ns = 0
+        self.heard_at_clears_ms: list[float] = []
+        self.pause_from = (
+            _scale_ns(opts.pause_at_s) // FRAME_NS if opts.pause_s > 0 else self.n_frames
+        )
+        self.pause_until = self.pause_from + _scale_ns(opts.pause_s) // FRAME_NS
         self.playback_overflow = 0
         self.playback_peak_ns = 0
         self.notify_timers: dict[int, asyncio.TimerHandle] = {}
@@ -906,7 +637,8 @@ class _Call:
         self.dtmf = [(dtmf_at + i * DTMF_SPACING_NS, d) for i, d in enumerate(opts.dtmf)]
         self.dtmf.reverse()  # pop() from the end in time order
         if self.conn is not None:
-            self.conn.ticker = ticker
+            # Sends that are due go before the echoes that arrived (see _Ticker).
+            self.conn.read_hook = ticker.poll
         ticker.add(self, start_ns)
 
     def tick(self, horizon_ns: int) -> int | None:
@@ -930,7 +662,8 @@ class _Call:
                 self.dtmf_sent += 1
             if k >= n or deadline > horizon_ns:
                 break
-            self._send_frame(conn, k, deadline, now)
+            if not self.pause_from <= k < self.pause_until:
+                self._send_frame(conn, k, deadline, now)
             k += 1
             deadline += FRAME_NS
         self.next_k = k
@@ -1051,13 +784,21 @@ class _Call:
         self.pacing_last[j % _PACING_WINDOW] = rel
 
     def _play(self, now: int) -> None:
-        """Vonage's playback buffer: frames play back to back from when playback (re)starts."""
-        self.play_end_ns = max(self.play_end_ns, now)
-        if self.play_end_ns - now >= PLAYBACK_BUFFER_FRAMES * FRAME_NS:
+        """Vonage's playback buffer: frames play back to back from when playback (re)starts.
+
+        Comparisons rather than ``max``: this runs for every frame received.
+        """
+        end = self.play_end_ns
+        if end < now:  # noqa: PLR1730
+            end = now
+        if end - now >= PLAYBACK_BUFFER_FRAMES * FRAME_NS:
+            self.play_end_ns = end
             self.playback_overflow += 1  # past the buffer: undocumented, assume dropped
             return
-        self.play_end_ns += FRAME_NS
-        self.playback_peak_ns = max(self.playback_peak_ns, self.play_end_ns - now)
+        end += FRAME_NS
+        self.play_end_ns = end
+        if end - now > self.playback_peak_ns:  # noqa: PLR1730
+            self.playback_peak_ns = end - now
 
     def on_text(self, text: str, now: int) -> None:
         self.text_events_total += 1
@@ -1073,6 +814,15 @@ class _Call:
             return
         if command.action == "clear":
             self.clears += 1
+            pending_ns = max(0, self.play_end_ns - now)
+            played_ns = (
+                (self.frames_received - self.playback_overflow) * FRAME_NS
+                - pending_ns
+                - self.cleared_ns
+            )
+            if len(self.heard_at_clears_ms) < _MAX_EVENTS_KEPT:
+                self.heard_at_clears_ms.append(round(played_ns / MS, 1))
+            self.cleared_ns += pending_ns
             if self.play_end_ns > now:
                 self.frames_cleared += -(-(self.play_end_ns - now) // FRAME_NS)
             self.play_end_ns = now
@@ -1223,6 +973,7 @@ class _Call:
             notifies_dropped=self.notifies_dropped,
             unknown_commands=self.unknown_commands,
             frames_cleared=self.frames_cleared,
+            heard_at_clears_ms=tuple(self.heard_at_clears_ms),
             playback_overflow_frames=self.playback_overflow,
             playback_peak_ms=self.playback_peak_ns // MS,
             close_code=code,
@@ -1696,6 +1447,20 @@ def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
         help="when the first DTMF digit is sent (default %(default)s)",
     )
     parser.add_argument(
+        "--pause-at",
+        type=float,
+        default=defaults.pause_at_s,
+        metavar="SECONDS",
+        help="stop sending audio at this point of the call (with --pause)",
+    )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=defaults.pause_s,
+        metavar="SECONDS",
+        help="send no audio for this long from --pause-at, as a held leg (default none)",
+    )
+    parser.add_argument(
         "--linger",
         type=float,
         default=defaults.linger_s,
@@ -1742,6 +1507,8 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
         tone_hz=args.tone,
         dtmf=args.dtmf,
         dtmf_at_s=args.dtmf_at,
+        pause_at_s=args.pause_at,
+        pause_s=args.pause,
         linger_s=args.linger,
         stamp=not args.no_stamp,
         record=args.record,

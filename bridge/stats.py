@@ -80,19 +80,23 @@ class Histogram:
         """Add one value; negative values count as 0 (a clock cannot be early by design).
 
         The load generator calls this three times per frame, so :meth:`_index` is inlined
-        and no builtins are called (about 0.3 us instead of 0.7).
+        and no builtin is called (comparisons instead of ``max``/``min``: each builtin call
+        costs about as much as the rest of a record).
         """
-        value_ns = max(value_ns, 0)
+        if value_ns < 0:  # noqa: PLR1730
+            value_ns = 0
         units = value_ns // self.unit_ns
         if units < self._sub:
             index = units
         else:
             shift = units.bit_length() - self.sub_bits
             index = self._sub + (shift - 1) * self._half + (units >> shift) - self._half
-            index = min(index, self._max_index)
+            if index > self._max_index:  # noqa: PLR1730 - no builtin call per record
+                index = self._max_index
         buckets = self._buckets
         buckets[index] = buckets.get(index, 0) + 1
-        self.max_ns = max(self.max_ns, value_ns)
+        if value_ns > self.max_ns:  # noqa: PLR1730
+            self.max_ns = value_ns
         if value_ns < self.min_ns or not self.count:
             self.min_ns = value_ns
         self.count += 1

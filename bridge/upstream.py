@@ -16,10 +16,26 @@ sample the caller sent, in order; only the unconfirmed tail before a failure (at
 drops the oldest audio, counted and logged. ``max_attempts`` consecutive failed connections
 (a connection that got something confirmed resets the count) end the link for good.
 
-Nothing here blocks the event loop or waits on another call: each call owns one task.
+Built on bridge's connection layer (``bridge.transport.client``): messages are written
+synchronously as the call hands them over, pongs confirm synchronously as they arrive, and
+received messages go to ``on_message`` from the read itself. The one task per call only
+connects, backs off, and watches for a stall or the end: it does not wake per frame. The
+upgrade request can carry headers and subprotocols (``UpstreamOptions.headers``,
+``subprotocols``): what speech services authenticate with.
 
-Import rule: asyncio, websockets' client, the standard library; nothing else from bridge
-except ``bridge.__version__`` and ``bridge.units``.
+A :class:`Wire` (a speech service's dialect, ``bridge.services``) decides what goes on the
+wire: its ``opening`` messages on every new connection (the setup, sent again after a
+reconnect), each audio chunk encoded as it is *sent* (binary, or base64 in JSON; chunks of
+``chunk_ms``), a keep-alive after ``keepalive_s`` without sending anything, audio held until
+the handler reports the service ready (``ready()``), and at the end a ``closing`` message
+after which the link waits (up to ``end_timeout_s``) for the service's last results
+(``ended()``, or the service closing) instead of closing at once. A wire that does not
+``resume`` makes a reconnect a new session: what was buffered is dropped, counted and logged.
+
+Nothing here blocks the event loop or waits on another call.
+
+Import rule: asyncio, websockets' exceptions, ``bridge.transport``, the standard library;
+nothing else from bridge except ``bridge.__version__`` and ``bridge.units``.
 """
 
 from __future__ import annotations
@@ -28,16 +44,16 @@ import asyncio
 import contextlib
 import logging
 import random
+import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
-from websockets.protocol import State
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from bridge import __version__
+from bridge.transport.client import ClientConnection, connect
 from bridge.units import FRAME_MS
 
 log = logging.getLogger("bridge.upstream")
@@ -62,17 +78,53 @@ class UpstreamOptions:
     timeout_s: float = 5.0
     #: How long, after the call ended, the link may take to deliver what is still buffered.
     drain_s: float = 2.0
+    #: Extra headers on the upgrade request (e.g. ``("Authorization", "Token KEY")``); kept
+    #: out of ``repr``: they carry credentials.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    #: Subprotocols offered on the upgrade (``Sec-WebSocket-Protocol``), in order.
+    subprotocols: tuple[str, ...] = field(default=(), repr=False)
+    #: Length of each audio message (a service may want other than 20 ms, e.g. 50 ms).
+    chunk_ms: int = FRAME_MS
+    #: After a wire's ``closing`` message: how long the service may take to send its last
+    #: results and close (on top of ``drain_s``).
+    end_timeout_s: float = 3.0
 
     def __post_init__(self) -> None:
-        if not FRAME_MS <= self.replay_max_ms < self.buffer_ms:
-            raise ValueError("need 20 ms <= replay_max_ms < buffer_ms")
+        if not self.chunk_ms <= self.replay_max_ms < self.buffer_ms:
+            raise ValueError("need chunk_ms <= replay_max_ms < buffer_ms")
+        if self.chunk_ms < 1 or self.end_timeout_s < 0:
+            raise ValueError("chunk_ms must be positive, end_timeout_s not negative")
         if self.max_attempts < 1 or self.backoff_ms < 1 or not self.timeout_s > 0:
             raise ValueError("max_attempts, backoff_ms and timeout_s must be positive")
 
 
+class Wire(Protocol):
+    """What a service dialect tells the link (``bridge.services.base.Dialect`` is one)."""
+
+    @property
+    def binary_audio(self) -> bool: ...
+
+    @property
+    def keepalive_s(self) -> float | None: ...
+
+    @property
+    def wait_ready(self) -> bool: ...
+
+    @property
+    def resume(self) -> bool: ...
+
+    def opening(self) -> list[str]: ...
+
+    def encode(self, pcm: bytes) -> bytes | str: ...
+
+    def keepalive(self) -> str | None: ...
+
+    def closing(self) -> str | None: ...
+
+
 @dataclass
 class UpstreamStats:
-    """One link's counters; audio in 20 ms frames (``*_ms`` in the summary)."""
+    """One link's counters; audio in chunks of ``chunk_ms`` (``*_ms`` in the summary)."""
 
     connects: int = 0
     failed_attempts: int = 0
@@ -92,19 +144,36 @@ class UpstreamStats:
     texts_sent: int = 0
     messages_received: int = 0
     peak_buffer_frames: int = 0
+    keepalives_sent: int = 0
+    #: Audio dropped because a reconnect started a new session (a wire that does not resume).
+    frames_new_session_dropped: int = 0
     gave_up: bool = False
     last_error: str | None = None
+    #: Errors the service reported, by its reason (set by the handler that parses them).
+    service_errors: dict[str, int] = field(default_factory=dict)
+    #: Milliseconds per audio item (the ``frames_*`` counters count items).
+    chunk_ms: int = FRAME_MS
+    #: What the upstream speaks (``raw``, or a service's dialect): a metrics label.
+    source: str = "raw"
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
+        chunk_ms = out.pop("chunk_ms")
+        del out["source"]
         for name in list(out):
             if name.startswith("frames_") or name == "peak_buffer_frames":
-                out[name.replace("frames", "ms")] = out.pop(name) * FRAME_MS
+                out[name.replace("frames", "ms")] = out.pop(name) * chunk_ms
+        if not out["service_errors"]:
+            del out["service_errors"]
         return out
 
 
 class _StalledError(Exception):
-    """The upstream confirmed nothing for ``timeout_s`` while audio was waiting."""
+    """The upstream confirmed nothing for ``timeout_s`` while audio was waiting (or never
+    said it was ready)."""
+
+
+_PING = struct.Struct(">IQ")  # connection number, highest sequence number covered
 
 
 class UpstreamLink:
@@ -118,15 +187,24 @@ class UpstreamLink:
         on_give_up: Callable[[str], None],
         hello: str | None = None,
         call_id: str = "",
+        wire: Wire | None = None,
+        on_close: Callable[[int | None, str], None] | None = None,
+        redact: Callable[[str], str] | None = None,
+        on_refused: Callable[[int, str], None] | None = None,
     ) -> None:
         self.options = options
-        self.stats = UpstreamStats()
+        self.stats = UpstreamStats(chunk_ms=options.chunk_ms)
         self._on_message = on_message
         self._on_give_up = on_give_up
+        self._on_close = on_close
+        self._redact = redact
+        self._on_refused = on_refused
         self._hello = hello
+        self._wire = wire
+        self._encode = None if wire is None else wire.encode
         self._call_id = call_id
-        self._max_items = max(2, options.buffer_ms // FRAME_MS)
-        self._window = max(1, options.replay_max_ms // FRAME_MS)
+        self._max_items = max(2, options.buffer_ms // options.chunk_ms)
+        self._window = max(1, options.replay_max_ms // options.chunk_ms)
         self._ping_every = max(1, min(PING_EVERY_FRAMES, self._window // 2))
         # Unconfirmed messages: _items[i] has sequence number _first_seq + i.
         self._items: deque[Item] = deque()
@@ -142,7 +220,15 @@ class UpstreamLink:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._conn: ClientConnection | None = None
         self.connected = False
+        #: Audio may flow on this connection (a wire with ``wait_ready`` waits for ready()).
+        self._ready = True
+        self._ended = False
+        self._sent_items = 0  # items and keep-alives sent, for the keep-alive check
+        self._popped_ms = 0  # audio removed from the front of the buffer, confirmed or dropped
+        #: Where the current connection's audio starts in the call's audio sent upstream, ms.
+        self.connection_offset_ms = 0
 
     # --- the call's side -----------------------------------------------------------------
 
@@ -150,7 +236,7 @@ class UpstreamLink:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def send_audio(self, frame: bytes) -> None:
-        """Queue one 20 ms frame for the upstream; never blocks."""
+        """Queue one 20 ms frame for the upstream (sent at once when the link is up)."""
         self._append(frame)
 
     def send_text(self, text: str) -> None:
@@ -159,16 +245,34 @@ class UpstreamLink:
 
     @property
     def buffered_ms(self) -> int:
-        return sum(FRAME_MS for item in self._items if isinstance(item, bytes))
+        chunk_ms = self.options.chunk_ms
+        return sum(chunk_ms for item in self._items if isinstance(item, bytes))
+
+    def ready(self) -> None:
+        """The service said it is ready for audio (a wire with ``wait_ready``)."""
+        if self._ready:
+            return
+        self._ready = True
+        if self._conn is not None:
+            self._send_ready()
+
+    def ended(self) -> None:
+        """The service sent its last results after the wire's ``closing`` message."""
+        self._ended = True
+        self._wake.set()
 
     async def close(self) -> None:
-        """The call is over: deliver what is buffered (up to ``drain_s``), then close."""
+        """The call is over: deliver what is buffered, end the service's stream cleanly
+        (up to ``drain_s``, plus ``end_timeout_s`` for a wire with a closing message), close."""
         self._closing = True
         self._wake.set()
         task = self._task
         if task is None:
             return
-        done, _ = await asyncio.wait({task}, timeout=self.options.drain_s)
+        budget = self.options.drain_s
+        if self._wire is not None:
+            budget += self.options.end_timeout_s
+        done, _ = await asyncio.wait({task}, timeout=budget)
         if not done:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -182,6 +286,27 @@ class UpstreamLink:
                 extra={"call_id": self._call_id, "undelivered_messages": left},
             )
 
+    # --- the connection's side (synchronous, from its reads) ------------------------------
+
+    def on_binary(self, data: bytes, now_ns: int) -> None:
+        self._received(data)
+
+    def on_text(self, text: str, now_ns: int) -> None:
+        self._received(text)
+
+    def _received(self, item: Item) -> None:
+        self.stats.messages_received += 1
+        try:
+            self._on_message(item)
+        except Exception:
+            log.exception("upstream message handler failed", extra={"call_id": self._call_id})
+
+    def _on_pong(self, data: bytes) -> None:
+        if len(data) != _PING.size:
+            return  # not one of ours
+        connection, seq = _PING.unpack(data)
+        self._confirm(seq, connection)
+
     # --- internals -----------------------------------------------------------------------
 
     def _append(self, item: Item) -> None:
@@ -194,7 +319,8 @@ class UpstreamLink:
         if len(self._items) > self._max_items:
             self._drop_oldest()
         self.stats.peak_buffer_frames = max(self.stats.peak_buffer_frames, len(self._items))
-        self._wake.set()
+        if self._conn is not None:
+            self._send_ready()
 
     def _drop_oldest(self) -> None:
         item = self._items.popleft()
@@ -203,6 +329,7 @@ class UpstreamLink:
         self._next_send = max(self._next_send, self._first_seq)
         if not isinstance(item, bytes):
             return
+        self._popped_ms += self.options.chunk_ms
         if seq <= self._sent_high:
             self.stats.frames_unconfirmed_dropped += 1
         else:
@@ -221,10 +348,14 @@ class UpstreamLink:
         for _ in range(n):
             if isinstance(self._items.popleft(), bytes):
                 self.stats.frames_confirmed += 1
+                self._popped_ms += self.options.chunk_ms
         self._first_seq = seq + 1
         self._confirmed_this_connection = True
         self._progress_at = asyncio.get_running_loop().time()
-        self._wake.set()
+        if self._conn is not None:
+            self._send_ready()
+        if self._closing and self._drained():
+            self._wake.set()
 
     def _backoff_s(self, failures: int) -> float:
         delay_ms: int = min(BACKOFF_MAX_MS, self.options.backoff_ms << min(failures - 1, 20))
@@ -235,21 +366,27 @@ class UpstreamLink:
 
     async def _run(self) -> None:
         failures = 0
+        options = self.options
+        wire = self._wire
         while not (self._closing and self._drained()):
+            # Set before connecting: the service may speak in the same read as its 101.
+            self._ready = wire is None or not wire.wait_ready
+            self._ended = False
+            self.connection_offset_ms = self._popped_ms
             try:
-                ws = await connect(
-                    self.options.url,
-                    open_timeout=self.options.timeout_s,
-                    compression=None,  # docs/lessons.md s.7: deflate costs CPU, buys nothing on PCM
-                    ping_interval=None,  # our own pings confirm audio (module doc)
-                    close_timeout=1,
+                conn = await connect(
+                    options.url,
+                    self,
+                    headers=options.headers,
+                    subprotocols=options.subprotocols or None,
+                    timeout_s=options.timeout_s,
                     max_size=MAX_MESSAGE_BYTES,
-                    proxy=None,
-                    user_agent_header=f"bridge/{__version__}",
+                    on_pong=self._on_pong,
+                    user_agent=f"bridge/{__version__}",
                 )
             except (OSError, TimeoutError, WebSocketException) as exc:
                 self.stats.failed_attempts += 1
-                self.stats.last_error = _one_line(exc)
+                self.stats.last_error = self._scrub(_one_line(exc))
                 failures += 1
                 log.warning(
                     "upstream connection failed",
@@ -259,11 +396,14 @@ class UpstreamLink:
                         "error": self.stats.last_error,
                     },
                 )
+                if isinstance(exc, InvalidStatus) and self._on_refused is not None:
+                    status, words = _refusal(exc)
+                    self._on_refused(status, self._scrub(words))
             else:
-                if not await self._session(ws):
+                if not await self._session(conn):
                     return  # finished: everything delivered and confirmed
                 failures = 0 if self._confirmed_this_connection else failures + 1
-            if failures >= self.options.max_attempts:
+            if failures >= options.max_attempts:
                 self._give_up(failures)
                 return
             await self._sleep(self._backoff_s(max(failures, 1)))
@@ -281,6 +421,7 @@ class UpstreamLink:
         self.stats.gave_up = True
         dropped = sum(1 for item in self._items if isinstance(item, bytes))
         self.stats.frames_lost += dropped
+        self._popped_ms += dropped * self.options.chunk_ms
         self._items.clear()
         self._first_seq = self._next_send = self._end_seq
         log.error(
@@ -293,14 +434,17 @@ class UpstreamLink:
         )
         self._on_give_up(self.stats.last_error or "upstream unavailable")
 
-    async def _session(self, ws: ClientConnection) -> bool:
+    async def _session(self, conn: ClientConnection) -> bool:
         """Run one connection; returns ``True`` to reconnect, ``False`` when all is done."""
+        loop = asyncio.get_running_loop()
         self._connection += 1
-        connection = self._connection
         self._confirmed_this_connection = False
         self._pinged_high = self._first_seq - 1
         self.stats.connects += 1
-        if self.stats.connects > 1:
+        wire = self._wire
+        if self.stats.connects > 1 and wire is not None and not wire.resume:
+            self._new_session()
+        elif self.stats.connects > 1:
             first_new = self._sent_high + 1 - self._first_seq
             resent = sum(1 for i in list(self._items)[:first_new] if isinstance(i, bytes))
             backlog = sum(1 for i in list(self._items)[first_new:] if isinstance(i, bytes))
@@ -309,112 +453,224 @@ class UpstreamLink:
                 "upstream reconnected",
                 extra={
                     "call_id": self._call_id,
-                    "replay_ms": resent * FRAME_MS,
-                    "backlog_ms": backlog * FRAME_MS,
-                    "lost_ms": self._lost_run * FRAME_MS,
+                    "replay_ms": resent * self.options.chunk_ms,
+                    "backlog_ms": backlog * self.options.chunk_ms,
+                    "lost_ms": self._lost_run * self.options.chunk_ms,
                 },
             )
         self._lost_run = 0
         self._next_send = self._first_seq
-        self._progress_at = asyncio.get_running_loop().time()
+        self._progress_at = loop.time()
+        self.connection_offset_ms = self._popped_ms
         self.connected = True
-        reader = asyncio.get_running_loop().create_task(self._read(ws))
+        self._conn = conn
+        self._session_at = loop.time()
+        self._keepalive_mark = self._sent_items
+        keepalive_s = wire.keepalive_s if wire is not None else None
+        self._keepalive_at = None if keepalive_s is None else self._session_at + keepalive_s
         try:
             if self._hello is not None:
-                await ws.send(self._hello)
+                conn.send_text(self._hello)
+            for text in wire.opening() if wire is not None else ():
+                conn.send_text(text)
+                self.stats.texts_sent += 1
+            self._send_ready()
             while True:
                 if self._closing and self._drained():
-                    await ws.close(1000, "call ended")
+                    await self._finish(conn)
                     return False
-                await self._send_ready(ws, connection)
-                await self._wait(reader)
-        except _StalledError:
+                await self._wait(conn)
+        except _StalledError as exc:
             self.stats.stalls += 1
-            self.stats.last_error = f"no pong for {self.options.timeout_s:g} s"
+            self.stats.last_error = str(exc) or f"no pong for {self.options.timeout_s:g} s"
             log.warning(
                 "upstream stalled: reconnecting",
                 extra={"call_id": self._call_id, "unconfirmed": self._next_send - self._first_seq},
             )
-            ws.transport.abort()
-        except (ConnectionClosed, OSError) as exc:
+        except ConnectionError as exc:
             self.stats.disconnects += 1
-            self.stats.last_error = _one_line(exc)
+            self.stats.last_error = self._scrub(_one_line(exc))
             log.warning(
                 "upstream connection lost",
                 extra={"call_id": self._call_id, "error": self.stats.last_error},
             )
         finally:
             self.connected = False
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
-                await reader  # (its error, if any, is why we got here: already reported)
-            if ws.state is not State.CLOSED:
-                ws.transport.abort()
+            self._conn = None
+            if not conn.lost.done():
+                conn.abort()
+            self._report_close(conn)
         return True
 
-    async def _send_ready(self, ws: ClientConnection, connection: int) -> None:
+    def _scrub(self, text: str) -> str:
+        """An error for the log, with every secret the handler knows of taken out."""
+        return text if self._redact is None else self._redact(text)
+
+    def _report_close(self, conn: ClientConnection) -> None:
+        if self._on_close is None:
+            return
+        rcvd = conn.proto.close_rcvd
+        try:
+            self._on_close(None if rcvd is None else rcvd.code, "" if rcvd is None else rcvd.reason)
+        except Exception:
+            log.exception("upstream close handler failed", extra={"call_id": self._call_id})
+
+    async def _finish(self, conn: ClientConnection) -> None:
+        """Everything is confirmed: end the service's stream cleanly, then close."""
+        closing = self._wire.closing() if self._wire is not None else None
+        if closing is not None and conn.is_open:
+            conn.send_text(closing)
+            self.stats.texts_sent += 1
+            wake: asyncio.Future[Any] | None = None
+            deadline = asyncio.get_running_loop().time() + self.options.end_timeout_s
+            while not self._ended and not conn.lost.done() and conn.is_open:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    log.warning(
+                        "upstream did not finish its stream in time",
+                        extra={"call_id": self._call_id, "timeout_s": self.options.end_timeout_s},
+                    )
+                    break
+                self._wake.clear()
+                wake = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait(
+                        {wake, conn.lost}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    wake.cancel()
+        if conn.is_open:
+            conn.close(1000, "call ended")
+        await asyncio.wait({conn.lost}, timeout=1.0)
+
+    def _new_session(self) -> None:
+        """A wire that cannot resume: this connection is a new session, the old audio goes."""
+        dropped = sum(1 for item in self._items if isinstance(item, bytes))
+        self.stats.frames_new_session_dropped += dropped
+        self._popped_ms += dropped * self.options.chunk_ms
+        self._items.clear()
+        self._first_seq = self._next_send = self._end_seq
+        self._sent_high = max(self._sent_high, self._end_seq - 1)
+        log.warning(
+            "upstream reconnected: a new session (the conversation so far is lost)",
+            extra={
+                "call_id": self._call_id,
+                "dropped_ms": dropped * self.options.chunk_ms,
+            },
+        )
+
+    def _send_ready(self) -> None:
         """Send what the window allows, with pings that will confirm it."""
+        conn = self._conn
+        assert conn is not None
+        if not conn.is_open or not self._ready:
+            return
+        encode = self._encode
         while self._next_send < self._end_seq and self._next_send - self._first_seq < self._window:
             seq = self._next_send
             item = self._items[seq - self._first_seq]
             if seq == self._first_seq:  # nothing outstanding: the stall clock starts now
                 self._progress_at = asyncio.get_running_loop().time()
-            await ws.send(item)
-            self._next_send = seq + 1
+            self._sent_items += 1
             if isinstance(item, bytes):
+                if encode is None:
+                    conn.send_binary(item)
+                else:
+                    message = encode(item)  # as it is sent: per connection (seq_no, base64)
+                    if type(message) is str:
+                        conn.send_text(message)
+                    else:
+                        conn.send_binary(message)  # type: ignore[arg-type]
                 self.stats.frames_sent += 1
                 if seq <= self._sent_high:
                     self.stats.frames_resent += 1
             else:
+                conn.send_text(item)
                 self.stats.texts_sent += 1
+            self._next_send = seq + 1
             self._sent_high = max(self._sent_high, seq)
             if seq - self._pinged_high >= self._ping_every:
-                await self._ping(ws, seq, connection)
+                self._ping(conn, seq)
         if self._next_send - 1 > self._pinged_high:
             # Waiting now (window full or nothing left): make sure a pong is on its way.
-            await self._ping(ws, self._next_send - 1, connection)
+            self._ping(conn, self._next_send - 1)
 
-    async def _ping(self, ws: ClientConnection, seq: int, connection: int) -> None:
+    def _ping(self, conn: ClientConnection, seq: int) -> None:
         self._pinged_high = seq
-        waiter = asyncio.ensure_future(await ws.ping())
+        conn.ping(_PING.pack(self._connection, seq))
 
-        def done(future: asyncio.Future[float]) -> None:
-            if not future.cancelled() and future.exception() is None:
-                self._confirm(seq, connection)
+    async def _wait(self, conn: ClientConnection) -> None:
+        """Until the call ends, the connection does, or the upstream stalls.
 
-        waiter.add_done_callback(done)
-
-    async def _wait(self, reader: asyncio.Task[None]) -> None:
-        """Until something changes: new items, a confirmation, the reader ending, a stall."""
-        self._wake.clear()
-        if reader.done():
-            reader.result()  # re-raise why the connection ended
-            raise ConnectionClosed(None, None)
-        timeout = None
-        if self._next_send > self._first_seq:  # audio waits for a pong: stall deadline
-            timeout = self._progress_at + self.options.timeout_s - asyncio.get_running_loop().time()
+        Sending and confirming happen in callbacks; this wakes only at the stall deadline
+        (then checks whether progress moved it) or when something ends.
+        """
+        if conn.lost.done() or not conn.is_open:
+            raise ConnectionError(self._scrub(_closed_why(conn)))
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        timeout = self.options.timeout_s
+        if not self._ready:  # the service has not said it is ready: bounded like a stall
+            timeout = self._session_at + self.options.timeout_s - now
             if timeout <= 0:
-                raise _StalledError
-        wake = asyncio.ensure_future(self._wake.wait())
+                raise _StalledError(f"not ready after {self.options.timeout_s:g} s")
+        elif self._next_send > self._first_seq:  # audio waits for a pong: stall deadline
+            timeout = self._progress_at + self.options.timeout_s - now
+            if timeout <= 0:
+                raise _StalledError(f"no pong for {self.options.timeout_s:g} s")
+        if self._keepalive_at is not None:
+            if now >= self._keepalive_at:
+                self._keep_alive(conn, now)
+            timeout = min(timeout, self._keepalive_at - now)
+        self._wake.clear()
+        wake: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
         try:
-            done, _ = await asyncio.wait(
-                {wake, reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            await asyncio.wait(
+                {wake, conn.lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             wake.cancel()
-        if not done:
-            raise _StalledError
-        if reader in done:
-            reader.result()
-            raise ConnectionClosed(None, None)
+        if conn.lost.done() or not conn.is_open:
+            raise ConnectionError(self._scrub(_closed_why(conn)))
 
-    async def _read(self, ws: ClientConnection) -> None:
-        async for message in ws:
-            self.stats.messages_received += 1
-            try:
-                self._on_message(message)
-            except Exception:
-                log.exception("upstream message handler failed", extra={"call_id": self._call_id})
+    def _keep_alive(self, conn: ClientConnection, now: float) -> None:
+        """Nothing sent since the last check, ``keepalive_s`` ago: send the wire's keep-alive.
+
+        The link's task wakes once per ``keepalive_s`` for this, never per frame; so the first
+        keep-alive leaves between one and two intervals after the last audio, then one per
+        interval.
+        """
+        wire = self._wire
+        assert wire is not None and wire.keepalive_s is not None
+        self._keepalive_at = now + wire.keepalive_s
+        if self._sent_items != self._keepalive_mark or not self._ready:
+            self._keepalive_mark = self._sent_items
+            return
+        text = wire.keepalive()
+        if text is not None and conn.is_open:
+            conn.send_text(text)
+            self.stats.keepalives_sent += 1
+
+
+def _closed_why(conn: ClientConnection) -> str:
+    proto = conn.proto
+    rcvd = proto.close_rcvd
+    if rcvd is not None:
+        return f"closed by the upstream: {rcvd.code} {rcvd.reason}".strip()
+    if proto.close_sent is not None:
+        return f"closed: {proto.close_sent.code} {proto.close_sent.reason}".strip()
+    return "connection dropped without a close frame"
+
+
+def _refusal(exc: InvalidStatus) -> tuple[int, str]:
+    """The HTTP status of a refused upgrade and the service's words for it: an error header
+    (Deepgram's ``dg-error``) or the start of the body."""
+    response = exc.response
+    for name, value in response.headers.raw_items():
+        if name.lower().endswith("error"):
+            return response.status_code, " ".join(value.split())[:300]
+    body = response.body.decode("utf-8", "replace") if response.body else ""
+    return response.status_code, " ".join(body.split())[:300] or response.reason_phrase
 
 
 def _one_line(exc: BaseException) -> str:

@@ -39,11 +39,17 @@ EVENT_MAX_KEYS = 30
 EVENT_MAX_VALUE = 200
 
 
-def event_url(public_url: str) -> str:
-    """``wss://host:port/...`` -> ``https://host:port/event`` (``ws://`` -> ``http://``)."""
+def event_url(public_url: str, token: str | None = None) -> str:
+    """``wss://host:port/...`` -> ``https://host:port/event`` (``ws://`` -> ``http://``).
+
+    ``/event`` is authenticated like an upgrade. Vonage signs its event webhooks only when the
+    application has a signature secret; with a shared ``token`` alone the webhook carries no
+    credential, so the token must travel in the URL or every event would get 401.
+    """
     parts = urlsplit(public_url)
     scheme = "https" if parts.scheme == "wss" else "http"
-    return f"{scheme}://{parts.netloc}/event"
+    url = f"{scheme}://{parts.netloc}/event"
+    return f"{url}?{urlencode({'token': token})}" if token else url
 
 
 def socket_uri(public_url: str, path: str, query: Mapping[str, str]) -> str:
@@ -67,7 +73,7 @@ def answer_ncco(config: ServerConfig, query: Mapping[str, str]) -> list[dict[str
         config.answer_rate,
         config.answer_header_pairs,
         bridge_authorization(signed=bool(config.vonage_signature_secret), token=config.token),
-        event_url(config.public_url),
+        event_url(config.public_url, None if config.vonage_signature_secret else config.token),
         "GET",
     )
 

@@ -35,12 +35,14 @@ import time
 from prometheus_client.multiprocess import mark_process_dead
 
 from bridge.auth import check_exposure
+from bridge.banner import print_banner
 from bridge.config import ServerConfig, config_from, env_name
 from bridge.errors import ConfigError
 from bridge.http import phone_url
 from bridge.metrics import MULTIPROC_ENV
 from bridge.runtime import run
 from bridge.settings import to_environ
+from bridge.startup import bind_error
 
 log = logging.getLogger("bridge.workers")
 
@@ -74,10 +76,22 @@ def worker_environment(
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (not listen) with SO_REUSEPORT: fixes the port for ``--port 0`` and keeps it."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    """Bind (not listen) with SO_REUSEPORT: fixes the port for ``--port 0`` and keeps it.
+
+    SO_REUSEPORT would also let us share a port another bridge's workers listen on (same
+    user), silently splitting calls between two servers; so a fixed port is first bound
+    without it, which fails if anything listens there.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        if port != 0:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise bind_error(host, port, exc) from exc
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,7 +99,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from exc
+        raise bind_error(host, port, exc) from exc
     return sock
 
 
@@ -139,6 +153,7 @@ class Supervisor:
                     **phone_url(self.config, self.port),
                 },
             )
+            print_banner(self.config, self.port)
             watchers = [asyncio.ensure_future(self._watch(w)) for w in self.workers]
             await stop.wait()
             log.info("shutting down", extra={"workers": len(self.workers)})

@@ -11,16 +11,14 @@ clicking "Block" would). Playwright gives each launch a fresh temporary profile
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.helpers import wait_s
+from tests.helpers import require_command, wait_s
 
 #: Quiet, offline, reproducible: nothing phones home, no GPU, no sandbox (tests may run as
 #: root in a container, where Chromium's sandbox cannot start).
@@ -38,13 +36,8 @@ FLAGS = (
 
 
 def chromium_path() -> str:
-    """The system Chromium, else skip the test saying how to install it."""
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip(
-            "chromium not installed; the browser-phone tests need it: apt-get install chromium"
-        )
-    return path
+    """The system Chromium, else skip the test saying how to install it (fail under CI)."""
+    return require_command("chromium")
 
 
 @contextlib.asynccontextmanager

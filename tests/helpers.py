@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import trustme
 
 from bridge.call import Handler
@@ -25,11 +27,48 @@ from bridge.handlers import echo
 from bridge.server import BridgeServer
 
 TIME_SCALE = float(os.environ.get("BRIDGE_TEST_TIME_SCALE", "1.0"))
+#: The websocket backend every server in the tests runs on (``--transport``): CI runs the
+#: integration suite once per backend (``BRIDGE_TRANSPORT=websockets`` / ``picows``).
+TRANSPORT = os.environ.get("BRIDGE_TRANSPORT", "auto")
 ROOT = Path(__file__).resolve().parent.parent
+#: Speech and other fixtures, made once and committed (tests/data/README.md says how).
+DATA = ROOT / "tests" / "data"
+#: The system programs tests may use, with their Debian packages (scripts/system-packages).
+SYSTEM_PACKAGES = ROOT / "scripts" / "system-packages.list"
 
 
 def wait_s(seconds: float) -> float:
     return seconds * TIME_SCALE
+
+
+def system_packages() -> dict[str, str]:
+    """Command name to Debian package, from scripts/system-packages.list."""
+    packages: dict[str, str] = {}
+    for line in SYSTEM_PACKAGES.read_text().splitlines():
+        fields = line.split()
+        if fields and not fields[0].startswith("#"):
+            packages[fields[0]] = fields[1]
+    return packages
+
+
+def require_command(name: str) -> str:
+    """The path of system program ``name``, else skip the test saying how to install it.
+
+    Under CI (``CI`` set, as ``.ci/run`` does) a missing program fails the test instead: CI
+    installs every one, so missing means the install broke. ``name`` must be listed in
+    scripts/system-packages.list, the one place that says what the tests need.
+    """
+    package = system_packages().get(name)
+    if package is None:
+        raise AssertionError(f"{name} is not in {SYSTEM_PACKAGES.relative_to(ROOT)}; add it there")
+    # Debian installs nginx in /usr/sbin, which is not on a normal user's PATH.
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found is not None:
+        return found
+    reason = f"{name} is not installed: run scripts/test as root, or sudo apt-get install {package}"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 @contextlib.asynccontextmanager
@@ -37,7 +76,7 @@ async def running_server(
     handler: Handler = echo, **settings: object
 ) -> AsyncIterator[BridgeServer]:
     """A real bridge server on 127.0.0.1, port chosen by the OS, in this test's loop."""
-    config = ServerConfig(**{"port": 0, **settings})  # type: ignore[arg-type]
+    config = ServerConfig(**{"port": 0, "transport": TRANSPORT, **settings})  # type: ignore[arg-type]
     server = BridgeServer(config, handler)
     await server.start()
     try:

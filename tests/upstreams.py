@@ -1,7 +1,7 @@
 """Upstream servers for the forward-mode tests: real websockets servers on 127.0.0.1.
 
-:class:`RecordingUpstream` is websockets' sans-I/O ``ServerProtocol`` under an asyncio
-protocol, so that it controls exactly when its answers leave: every binary frame is written
+:class:`RecordingUpstream` is built on bridge's connection layer (server side), which
+answers pings in stream order, so it controls exactly when its answers leave: every binary frame is written
 to disk (``os.write``: in the kernel's page cache, so it survives a SIGKILL) *before* the pong
 to any ping that followed it is sent. That is the contract bridge's link relies on (a pong
 confirms the frames before it), and it lets a test kill the upstream at any instant and still
@@ -26,45 +26,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
-from websockets.protocol import State
-from websockets.server import ServerProtocol
 
 from bridge.audio.pcm import Samples
+from bridge.transport.server import ServerConnection
 from tests.helpers import ROOT
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(ServerConnection):
     def __init__(self, upstream: RecordingUpstream) -> None:
+        super().__init__(max_size=4 << 20, subprotocols=upstream.subprotocols)
         self.upstream = upstream
-        self.proto = ServerProtocol(max_size=4 << 20)
-        self.transport: asyncio.Transport | None = None
         self.bin_fd: int | None = None
         self.txt_fd: int | None = None
         self.stall_after: int | None = None
         self.frames = 0
-        self.stalled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        super().connection_made(transport)
         self.upstream.open.add(self)
 
-    def data_received(self, data: bytes) -> None:
-        if self.stalled:
+    def on_request(self, request: Request) -> None:
+        self.upstream.requests.append(request)
+        if self.accept(request) != 101:
             return
-        self.proto.receive_data(data)
-        for event in self.proto.events_received():
-            if isinstance(event, Request):
-                self._accept(event)
-            elif isinstance(event, Frame) and self.proto.state is State.OPEN:
-                self._on_frame(event)
-                if self.stalled:
-                    return  # no pong for anything: this connection now reads nothing
-        self._flush()
-
-    def _accept(self, request: Request) -> None:
-        self.proto.send_response(self.proto.accept(request))
         name = self.upstream.next_name()
         self.bin_fd = os.open(name + ".bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         self.txt_fd = os.open(name + ".txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -73,29 +58,23 @@ class _Connection(asyncio.Protocol):
             self.upstream.stall_connections -= 1
             self.stall_after = self.upstream.stall_after_frames
 
-    def _on_frame(self, frame: Frame) -> None:
-        if frame.opcode is Opcode.BINARY and self.bin_fd is not None:
-            os.write(self.bin_fd, frame.data)
-            self.frames += 1
-            if self.upstream.echo:
-                self.proto.send_binary(frame.data)
-            if self.stall_after is not None and self.frames >= self.stall_after:
-                self.stalled = True
-                if self.transport is not None:
-                    self.transport.pause_reading()
-        elif frame.opcode is Opcode.TEXT and self.txt_fd is not None:
-            os.write(self.txt_fd, bytes(frame.data) + b"\n")
-
-    def _flush(self) -> None:
-        if self.transport is None:
+    def on_binary(self, data: bytes, now_ns: int) -> None:
+        if self.bin_fd is None:
             return
-        for chunk in self.proto.data_to_send():
-            if chunk:
-                self.transport.write(chunk)
-            else:
-                self.transport.close()
+        # Written before anything later in the stream is read, so before the pong to any
+        # ping that followed this frame: the connection layer answers pings in order.
+        os.write(self.bin_fd, data)
+        self.frames += 1
+        if self.upstream.echo:
+            self.send_binary(data)
+        if self.stall_after is not None and self.frames >= self.stall_after:
+            self.stop_reading()  # no pong for anything: this connection now reads nothing
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def on_text(self, text: str, now_ns: int) -> None:
+        if self.txt_fd is not None:
+            os.write(self.txt_fd, text.encode() + b"\n")
+
+    def on_lost(self, exc: Exception | None) -> None:
         self.upstream.open.discard(self)
         for fd in (self.bin_fd, self.txt_fd):
             if fd is not None:
@@ -113,8 +92,12 @@ class RecordingUpstream:
         echo: bool = False,
         stall_connections: int = 0,
         stall_after_frames: int = 25,
+        subprotocols: tuple[str, ...] | None = None,
     ) -> None:
         self.directory = directory
+        self.subprotocols = subprotocols
+        #: Every upgrade request, in order (tests read the headers bridge sent).
+        self.requests: list[Request] = []
         self.echo = echo
         self.stall_connections = stall_connections
         self.stall_after_frames = stall_after_frames

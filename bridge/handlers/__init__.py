@@ -4,8 +4,9 @@ A handler is ``async def handler(call: Call) -> None``; see ``bridge.call.Call``
 :func:`build_handler` turns the mode settings (``bridge.config.ModeSettings``) into the
 handler every call runs:
 
-* the mode (``HANDLERS``): ``echo``, ``forward`` (``--upstream``), ``transcribe``
-  (``--transcripts``), ``play`` (``--play`` or ``--tone``, ``--barge-in``);
+* the mode (``HANDLERS``): ``echo``, ``forward`` (``--upstream``, or a speech service with
+  ``--upstream-dialect``: ``bridge.handlers.speech``), ``transcribe`` (``--transcripts``),
+  ``play`` (``--play`` or ``--tone``, ``--barge-in``);
 * wrapped by ``transcribed`` when ``--transcribe`` is given in another mode, and by
   ``recorded`` when ``--record-dir`` is given, whatever the mode.
 
@@ -16,6 +17,7 @@ reaches its upstream through ``bridge.upstream``, the one client handlers may us
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +28,7 @@ from bridge.handlers.echo import echo
 from bridge.handlers.forward import ForwardSettings, forward
 from bridge.handlers.play import PlaySettings, load_prompt, play
 from bridge.handlers.record import recorded
+from bridge.handlers.speech import resolve_service, speech, upstream_headers
 from bridge.handlers.transcribe import transcribe, transcribed
 from bridge.transcribe import AsrPool, check_available
 from bridge.upstream import UpstreamOptions
@@ -90,7 +93,13 @@ def _echo(config: ModeSettings, owned: _Owned) -> Handler:
 
 
 def _forward(config: ModeSettings, owned: _Owned) -> Handler:
+    if config.upstream_dialect != "raw":
+        setup = resolve_service(config)
+        if setup.poster is not None:
+            owned.closers.append(setup.poster.cancel)
+        return speech(setup)
     assert config.upstream is not None  # ModeSettings checks it for --mode forward
+    headers, _ = upstream_headers(config, os.environ)
     options = UpstreamOptions(
         url=config.upstream,
         buffer_ms=config.upstream_buffer_ms,
@@ -98,6 +107,8 @@ def _forward(config: ModeSettings, owned: _Owned) -> Handler:
         max_attempts=config.upstream_max_attempts,
         backoff_ms=config.upstream_backoff_ms,
         timeout_s=config.upstream_timeout_s,
+        headers=headers,
+        subprotocols=config.upstream_subprotocol,
     )
     return forward(
         ForwardSettings(
@@ -142,8 +153,8 @@ def build_handler(config: ModeSettings) -> BuiltHandler:
     file, pocketsphinx missing). Call ``close()`` on the result when the server stops.
     """
     owned = _Owned()
-    handler = HANDLERS[config.mode](config, owned)
-    if config.transcribe and config.mode != "transcribe":
+    handler = HANDLERS[config.call_mode](config, owned)
+    if config.transcribe and config.call_mode != "transcribe":
         assert config.transcripts is not None  # ModeSettings checks it for --transcribe
         pool = owned.pool(config.option("transcribe"))
         handler = transcribed(handler, pool, Path(config.transcripts))

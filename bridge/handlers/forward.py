@@ -2,7 +2,7 @@
 
 Written with the public handler API only (plus ``bridge.upstream`` for the link):
 
-* caller audio (``call.audio()``) is resampled to the upstream's rate and sent as exact 20 ms
+* caller audio (``call.on_audio``, synchronously from the socket's read) is resampled to the upstream's rate and sent as exact 20 ms
   binary frames of 16-bit PCM through an :class:`~bridge.upstream.UpstreamLink`, which
   survives upstream failures without losing audio;
 * binary messages from the upstream, any size (odd byte counts carried over), are resampled
@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -120,17 +121,23 @@ class _Mark:
     payload: Any
 
 
-class _Player:
+@dataclass(frozen=True, slots=True)
+class _Hook:
+    run: Callable[[], None]
+
+
+class Player:
     """Plays the upstream's audio into the call, in order with its notify markers.
 
     A queue of its own (rather than awaiting ``play`` in the link's reader) keeps the link
     reading while the call's outbound queue is full, so a ``clear`` sent after a long answer
-    takes effect at once instead of after the answer.
+    takes effect at once instead of after the answer. A hook (:meth:`put_hook`) runs when the
+    audio before it has been handed to the call: where the audio after it starts.
     """
 
     def __init__(self, call: Call) -> None:
         self._call = call
-        self._queue: deque[Samples | _Mark] = deque()
+        self._queue: deque[Samples | _Mark | _Hook] = deque()
         self._queued = 0
         self._max = PLAY_QUEUE_MAX_FRAMES * frame_samples(call.pipeline_rate)
         self._markers = 0
@@ -153,7 +160,7 @@ class _Player:
         self._queued += len(samples)
         while self._queued > self._max:
             for i, item in enumerate(self._queue):
-                if not isinstance(item, _Mark):
+                if not isinstance(item, _Mark | _Hook):
                     del self._queue[i]
                     self._queued -= len(item)
                     self.dropped_samples += len(item)
@@ -177,6 +184,15 @@ class _Player:
         self._markers += 1
         self._wake.set()
 
+    def put_hook(self, run: Callable[[], None]) -> None:
+        self._queue.append(_Hook(run))
+        self._wake.set()
+
+    @property
+    def queued_samples(self) -> int:
+        """Audio waiting here, not yet handed to the call (at the pipeline rate)."""
+        return self._queued
+
     def clear(self) -> None:
         """Barge-in: drop our queue and the call's, and tell Vonage to drop its buffer."""
         self.stop()  # it may be inside play(): cancelled there, it pushes nothing more
@@ -196,6 +212,8 @@ class _Player:
             if isinstance(item, _Mark):
                 self._markers -= 1
                 call.notify(item.payload)
+            elif isinstance(item, _Hook):
+                item.run()
             else:
                 self._queued -= len(item)
                 await call.play(item)
@@ -208,11 +226,12 @@ class Forwarder:
         self.call = call
         self.rate = settings.upstream_rate or call.rate
         self._to_upstream = Resampler(call.pipeline_rate, self.rate)
+        self._direct = call.pipeline_rate == self.rate
         self._framer = SampleFramer(frame_samples(self.rate))
         self._from_upstream = Resampler(self.rate, call.pipeline_rate)
         self._odd_byte = b""
         self._log = open_call_log(settings.log_dir, call)
-        self._player = _Player(call)
+        self._player = Player(call)
         hello = settings.hello
         self.link = UpstreamLink(
             settings.upstream,
@@ -230,8 +249,9 @@ class Forwarder:
         self._player.start()
         events = asyncio.get_running_loop().create_task(self._pass_events())
         try:
-            async for frame in call.audio():
-                self._send(self._to_upstream.process(frame))
+            # Caller audio goes up from the socket's read, synchronously (no task per frame).
+            call.on_audio(self._on_caller_frame)
+            await call.wait_ended()
             self._send(self._to_upstream.flush())
             last = self._framer.flush()
             if last is not None:
@@ -256,6 +276,12 @@ class Forwarder:
                     **self.link.stats.summary(),
                 },
             )
+
+    def _on_caller_frame(self, frame: bytes) -> None:
+        if self._direct and not self._framer.pending_samples:
+            self.link.send_audio(frame)  # same rate both sides: the caller's bytes as they are
+        else:
+            self._send(self._to_upstream.process(to_samples(frame)))
 
     def _send(self, samples: Samples) -> None:
         for frame in self._framer.push(samples):

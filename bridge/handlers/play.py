@@ -66,8 +66,8 @@ def play(settings: PlaySettings) -> Handler:
         player = asyncio.get_running_loop().create_task(_play(call, settings))
         watcher = asyncio.get_running_loop().create_task(_watch_events(call, settings, player))
         try:
-            async for _ in call.audio():  # the call lasts until the caller hangs up
-                pass
+            call.on_audio(_ignore)  # caller audio is not needed: no task wakes for it
+            await call.wait_ended()  # the call lasts until the caller hangs up
         finally:
             for task in (player, watcher):
                 task.cancel()
@@ -115,6 +115,10 @@ async def _watch_events(call: Call, settings: PlaySettings, player: asyncio.Task
                 "prompt heard",
                 extra={"call_id": call.id, "file": settings.name, "heard_ms": call.heard_ms},
             )
+
+
+def _ignore(frame: bytes) -> None:
+    pass
 
 
 def _is_prompt_done(payload: object) -> bool:

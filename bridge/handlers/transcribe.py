@@ -193,8 +193,13 @@ class Transcriber:
 
 
 async def _listen(call: Call) -> None:
-    async for _ in call.audio():
-        pass
+    # The tap gets every frame; the handler itself only waits (no task wakes per frame).
+    call.on_audio(_ignore)
+    await call.wait_ended()
+
+
+def _ignore(frame: bytes) -> None:
+    pass
 
 
 def transcribed(

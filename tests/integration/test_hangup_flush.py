@@ -21,8 +21,8 @@ from bridge.handlers import build_handler
 from bridge.simulator import CallOptions, run_call
 from tests.helpers import ROOT, running_server, url_of
 
-SPEECH = ROOT / "tests" / "data" / "billing-to-hangup.wav"
-SECONDS = 2.4  # the whole fixture, in whole frames
+SPEECH = ROOT / "tests" / "data" / "billing_slt_16k.wav"
+SECONDS = 2.5  # the whole fixture, in whole frames
 #: The upstream answers each frame with this many messages (a chatty recogniser).
 ANSWERS_PER_FRAME = 20
 

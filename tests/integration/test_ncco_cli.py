@@ -13,6 +13,7 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -272,3 +273,45 @@ def test_mistakes_print_one_line_and_exit_2(run: object, args: list[str], needle
     assert lines[0].startswith("bridge: error: ")
     assert needle in lines[0]
     assert "Traceback" not in result.stderr
+
+
+EXPLAINED = [
+    (
+        ["--sip", "sip:alice@pbx.example.com;transport=tls", "--from", "447700900000"],
+        [
+            "host pbx.example.com, port 5060 (the default",
+            "signalling over TLS",
+            "media (RTP) over UDP",
+            "the far end sees the caller as 447700900000@sip.nexmo.com",
+        ],
+    ),
+    (
+        ["--phone", "447700900123", "--from", "447700900000", "--dtmf-answer", "p1234#"],
+        [
+            "Vonage dials +447700900123",
+            "caller ID +447700900000",
+            "wait 500 ms, key 1 2 3 4 #",
+            "pauses 500 ms in all",
+        ],
+    ),
+    (
+        ["--websocket", "wss://b.example.com/socket", "--rate", "24000", "--header", "lang=en"],
+        ["24000 Hz", "960-byte frames", '{"lang":"en"} (13 of 512 bytes serialised)'],
+    ),
+    (["--vbc", "1234"], ["Vonage Business Cloud extension 1234"]),
+]
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize(("args", "phrases"), EXPLAINED)
+def test_explain_adds_what_vonage_will_do_after_the_same_ncco(
+    runner: Callable[..., Result], args: list[str], phrases: list[str]
+) -> None:
+    plain = runner(*args)
+    explained = runner(*args, "--explain")
+    assert explained.returncode == 0, explained.stderr
+    document, _, words = explained.stdout.partition("\n\nWhat Vonage will do:\n")
+    assert json.loads(document) == json.loads(plain.stdout)  # the NCCO itself is unchanged
+    for phrase in phrases:
+        assert phrase in words
+    assert "What Vonage will do" not in plain.stdout

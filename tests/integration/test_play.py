@@ -1,8 +1,8 @@
 """Play mode, barge-in, clear and notify, and the heard-audio position, end to end.
 
-The prompt is real speech made by ``flite`` (8 kHz WAV) and played into 16 kHz calls, so the
-file is converted on the way; the simulator plays Vonage's side, with its playback buffer,
-``clear`` and ``notify``.
+The prompt is real speech made by flite (an 8 kHz WAV in tests/data) and played into 16 kHz
+calls, so the file is converted on the way; the simulator plays Vonage's side, with its
+playback buffer, ``clear`` and ``notify``.
 """
 
 from __future__ import annotations
@@ -21,17 +21,15 @@ from bridge.call import Call, Handler
 from bridge.config import ServerConfig
 from bridge.handlers import build_handler
 from bridge.simulator import CallOptions, run_call
-from tests.helpers import ROOT, running_server, start_server_process, url_of, wait_s
+from tests.helpers import DATA, ROOT, running_server, start_server_process, url_of, wait_s
 
 FRAME = 320  # samples in 20 ms at 16 kHz
-PROMPT = "Please leave your message after the tone."
 
 
 @pytest.fixture(scope="module")
-def prompt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("prompt") / "prompt.wav"
-    subprocess.run(["flite", "-t", PROMPT, "-o", str(path)], check=True)
-    return path
+def prompt() -> Path:
+    """Says "Please leave your message after the tone." at 8 kHz, 2.31 s (flite's default voice)."""
+    return DATA / "leave_message_kal_8k.wav"
 
 
 def capturing(config: ServerConfig, calls: list[Call]) -> Handler:

@@ -1,14 +1,13 @@
 """Recording (``--record-dir``): stereo WAV per call, time-aligned, streamed, crash-safe.
 
-Real speech from ``flite`` is the caller's audio; the simulator keeps its own copy of what it
-sent and what it received, which the recording must match exactly.
+Real speech (flite, tests/data) is the caller's audio; the simulator keeps its own copy of
+what it sent and what it received, which the recording must match exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import tracemalloc
 from pathlib import Path
 
@@ -25,16 +24,13 @@ from bridge.handlers.record import start_recording
 from bridge.pacing import FakeClock, Scheduler
 from bridge.protocol.vonage import Connected
 from bridge.simulator import CallOptions, run_call
-from tests.helpers import running_server, start_server_process, url_of, wait_s
-
-SENTENCE = "The quick brown fox jumps over the lazy dog."
+from tests.helpers import DATA, running_server, start_server_process, url_of, wait_s
 
 
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("speech") / "speech16k.wav"
-    subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(path)], check=True)
-    return path
+def speech() -> Path:
+    """A 16 kHz sentence, 2.97 s (flite voice slt)."""
+    return DATA / "fox_slt_16k.wav"
 
 
 def read_stereo(path: Path) -> tuple[np.ndarray, int]:

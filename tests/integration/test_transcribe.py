@@ -1,4 +1,4 @@
-"""Transcribe mode: real speech from ``flite``, real pocketsphinx in a worker process.
+"""Transcribe mode: real speech (flite, tests/data), real pocketsphinx in a worker process.
 
 The caller says a known sentence; the transcript file must hold its words with plausible
 times, and an echo call running at the same time must stay byte-exact and prompt (decoding
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from bridge.audio.wav import read_wav, write_wav
 from bridge.config import ServerConfig
 from bridge.handlers import BuiltHandler, build_handler
 from bridge.simulator import CallOptions, run_call
-from tests.helpers import running_server, start_server_process, url_of, wait_s
+from tests.helpers import DATA, running_server, start_server_process, url_of, wait_s
 
 pytest.importorskip("pocketsphinx")
 
@@ -33,9 +32,7 @@ LEAD_IN_S = 0.5
 def sentence(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sentence at 16 kHz between 0.5 s of silence before and 0.3 s after."""
     directory = tmp_path_factory.mktemp("speech")
-    raw = directory / "raw.wav"
-    subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(raw)], check=True)
-    speech, rate = read_wav(raw)
+    speech, rate = read_wav(DATA / "fox_slt_16k.wav")  # SENTENCE, flite voice slt
     assert rate == 16000
     padded = np.concatenate(
         (np.zeros(int(LEAD_IN_S * rate), np.int16), speech, np.zeros(int(0.3 * rate), np.int16))

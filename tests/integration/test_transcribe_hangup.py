@@ -28,8 +28,8 @@ from tests.integration._http import get, metric
 
 pytest.importorskip("pocketsphinx")
 
-#: "please connect me to the billing department", cut right after the last word (2.40 s).
-SPEECH = ROOT / "tests" / "data" / "billing-to-hangup.wav"
+#: "please connect me to the billing department", cut right after the last word (2.51 s).
+SPEECH = ROOT / "tests" / "data" / "billing_slt_16k.wav"
 WORDS = ["please", "connect", "me", "to", "the", "billing", "department"]
 #: The endpointer reads 30 ms frames (480 samples at 16 kHz).
 ENDPOINTER_FRAME_S = 0.03
@@ -54,8 +54,8 @@ def handler(tmp_path: Path) -> Iterator[BuiltHandler]:
 @pytest.mark.parametrize(
     "frames",
     [
-        pytest.param(119, id="mid-endpointer-frame"),  # 2.38 s: 79.33 endpointer frames
-        pytest.param(120, id="at-endpointer-frame-boundary"),  # 2.40 s: exactly 80
+        pytest.param(124, id="mid-endpointer-frame"),  # 2.48 s: 82.67 endpointer frames
+        pytest.param(123, id="at-endpointer-frame-boundary"),  # 2.46 s: exactly 82
     ],
 )
 async def test_speech_that_runs_to_the_hang_up_is_all_transcribed(
@@ -63,7 +63,7 @@ async def test_speech_that_runs_to_the_hang_up_is_all_transcribed(
 ) -> None:
     seconds = frames * 0.02
     boundary = round(seconds / ENDPOINTER_FRAME_S, 6).is_integer()
-    assert boundary == (frames == 120)
+    assert boundary == (frames == 123)
     async with running_server(handler, mode="transcribe", transcripts=str(tmp_path)) as srv:
         report = await run_call(
             CallOptions(
@@ -96,7 +96,7 @@ async def test_a_killed_recogniser_fails_its_call_loudly_and_no_other(tmp_path: 
     """
     pool = AsrPool(processes=2)
     built = BuiltHandler(transcribe(pool, tmp_path), [pool.close], [pool.totals])
-    speech_s = len(read_wav(SPEECH)[0]) // 320 * 0.02  # 2.40 s, whole frames
+    speech_s = len(read_wav(SPEECH)[0]) // 320 * 0.02  # 2.50 s, whole frames
     long_s = 4 * speech_s  # A says the sentence four times over
     try:
         await asyncio.wait_for(asyncio.wrap_future(pool.ready[0]), wait_s(30))

@@ -40,6 +40,9 @@ async def test_answer_ncco_connects_the_call_here_with_the_token(
             # Vonage would open PUBLIC; this test reaches the same server on loopback.
             local = f"ws://127.0.0.1:{server.port}{uri.path}?{uri.query}"
             auth_header = endpoint["authorization"]["value"]
+            # Vonage calls the eventUrl as given: it must be accepted by this server.
+            event = urlsplit(ncco[0]["eventUrl"][0])
+            event_reply = await get(server.port, f"{event.path}?{event.query}&status=answered")
             report = await run_call(
                 CallOptions(
                     url=local,
@@ -62,8 +65,11 @@ async def test_answer_ncco_connects_the_call_here_with_the_token(
     assert endpoint["headers"] == {"language": "en-GB", "tenant": "acme"}
     assert endpoint["authorization"] == {"type": "custom", "value": f"Bearer {TOKEN}"}
     assert ncco[0]["eventType"] == "synchronous"
-    assert ncco[0]["eventUrl"] == ["https://bridge.example.com:8443/event"]
+    # /event needs the token too, and Vonage sends no credential on event webhooks for a
+    # token: it rides in the event URL, so the event below is accepted.
+    assert ncco[0]["eventUrl"] == [f"https://bridge.example.com:8443/event?token={TOKEN}"]
     assert ncco[0]["eventMethod"] == "GET"
+    assert event_reply.status == 204
     assert connect.event_method == "GET"
     assert report.exact
     (started,) = [r for r in caplog.records if r.getMessage() == "call started"]

@@ -25,6 +25,7 @@ PACKAGE_DIR = ROOT / "bridge"
 CORE_PREFIXES = (
     "bridge.units",
     "bridge.protocol",
+    "bridge.services",
     "bridge.audio",
     "bridge.pacing",
     "bridge.errors",
@@ -33,8 +34,9 @@ CORE_PREFIXES = (
     "bridge.logs",
 )
 WEBSOCKETS_ALLOWED = ("bridge.server", "bridge.simulator", "bridge.transport", "bridge.upstream")
-#: The one client a handler may reach: forward mode's reconnecting upstream link.
-HANDLER_NETWORK = ("bridge.upstream",)
+#: The one client a handler may reach: forward mode's reconnecting upstream link, and the
+#: connection layer it is built on.
+HANDLER_NETWORK = ("bridge.upstream", "bridge.transport")
 SOXR_ALLOWED = ("bridge.audio.resample",)
 
 

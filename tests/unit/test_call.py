@@ -201,3 +201,44 @@ def test_call_id_comes_from_query_or_metadata() -> None:
         parse_connected('{"content-type":"audio/l16;rate=8000"}'), RecordingIO(), scheduler
     )
     assert len(anonymous.id) == 32
+
+
+async def test_synchronous_echo_sends_the_very_bytes_that_arrived() -> None:
+    call, io, _, _ = make_call()
+    sent = frames_of(5)
+    call.feed_audio(sent[0])  # before the sink is set: handed over when it is
+    call.on_audio(call.play_now)
+    for frame in sent[1:]:
+        call.feed_audio(frame)  # no await: each frame goes out from the read itself
+    assert io.binaries() == sent
+    assert all(out is original for out, original in zip(io.binaries()[1:], sent[1:], strict=True))
+    ended = asyncio.create_task(call.wait_ended())
+    await asyncio.sleep(0)
+    assert not ended.done()
+    call.end()
+    await asyncio.wait_for(ended, 1)
+
+
+async def test_synchronous_path_resamples_both_ways_with_exact_frames() -> None:
+    call, io, _, _ = make_call(rate=8000, pipeline_rate=16000, lead_ms=2000)
+    got: list[bytes] = []
+
+    def sink(frame: bytes) -> None:
+        got.append(frame)
+        call.play_now(frame)
+
+    call.on_audio(sink)
+    for frame in frames_of(10, rate=8000):
+        call.feed_audio(frame)
+    assert {len(f) for f in got} == {640}  # 20 ms at the pipeline's 16 kHz
+    assert io.binaries() and {len(f) for f in io.binaries()} == {320}  # back at the call's 8 kHz
+
+
+async def test_play_now_drops_the_oldest_when_the_queue_is_full() -> None:
+    call, io, _, _ = make_call(lead_ms=0, playout_max_ms=100)
+    frames = frames_of(12)
+    for frame in frames:
+        call.play_now(frame)
+    assert call.queued_ms == 100  # frame 0 left at once; 5 of the other 11 fit
+    assert io.binaries() == frames[:1]
+    assert call.summary()["playout_dropped"] == 6

@@ -15,7 +15,7 @@ import pytest
 
 from bridge.audio.playout import PlayoutBuffer
 from bridge.call import Call
-from bridge.handlers.forward import PLAY_QUEUE_MAX_MARKERS, _Player
+from bridge.handlers.forward import PLAY_QUEUE_MAX_MARKERS, Player
 from bridge.pacing import FakeClock, OutboundStream, Scheduler
 from bridge.protocol.vonage import Connected
 from bridge.units import FRAME_NS, MS
@@ -206,7 +206,7 @@ async def test_forward_mode_bounds_the_markers_an_upstream_queues_behind_its_aud
 ) -> None:
     timer = Timer()
     call, io = _call(timer, playout_max_ms=1000)
-    player = _Player(call)
+    player = Player(call)
     player.start()
     player.put_audio(np.zeros(5 * 16000, np.int16))  # 5 s: the player waits in play()
     await asyncio.sleep(0)

@@ -73,6 +73,7 @@ def test_every_field_can_come_from_cli_or_env() -> None:
         "first_message_timeout_s": ("2.5", 2.5),
         "log_level": ("debug", "debug"),
         "log_format": ("json", "json"),
+        "transport": ("websockets", "websockets"),
         # call modes
         "upstream": ("wss://stt.example/v1?lang=en", "wss://stt.example/v1?lang=en"),
         "upstream_rate": ("16000", 16000),
@@ -82,6 +83,17 @@ def test_every_field_can_come_from_cli_or_env() -> None:
         "upstream_max_attempts": ("3", 3),
         "upstream_backoff_ms": ("50", 50),
         "upstream_timeout_s": ("1.5", 1.5),
+        "upstream_dialect": ("deepgram", "deepgram"),
+        "upstream_key_env": ("MY_DG_KEY", "MY_DG_KEY"),
+        "upstream_header": ("X-Api-Key: ${MY_KEY}", ("X-Api-Key: ${MY_KEY}",)),
+        "upstream_subprotocol": ("token", ("token",)),
+        "upstream_model": ("nova-3", "nova-3"),
+        "upstream_language": ("en-GB", "en-GB"),
+        "upstream_end_timeout_s": ("4", 4.0),
+        "instructions": ("@agent.txt", "@agent.txt"),
+        "voice": ("verse", "verse"),
+        "turn_detection": ("semantic_vad", "semantic_vad"),
+        "transcript_url": ("https://app.example/hook", "https://app.example/hook"),
         "transcripts": ("/tmp/t", "/tmp/t"),
         "record_dir": ("/tmp/r", "/tmp/r"),
         "play": ("hello.wav", "hello.wav"),
@@ -122,6 +134,27 @@ def test_every_field_can_come_from_cli_or_env() -> None:
             assert getattr(config, name) == value, name
         for flag in flags:
             assert getattr(config, flag) is True, flag
+
+
+def test_a_repeated_setting_takes_every_flag_or_one_line_each_from_the_environment() -> None:
+    argv = ["--upstream-header", "A: 1", "--upstream-header", "B: ${X}"]
+    assert _config(argv).upstream_header == ("A: 1", "B: ${X}")
+    environ = {"BRIDGE_UPSTREAM_HEADER": "A: 1\nB: ${X}\n"}
+    assert _config([], environ).upstream_header == ("A: 1", "B: ${X}")
+    # The command line replaces the environment's list, it does not add to it.
+    assert _config(["--upstream-header", "C: 3"], environ).upstream_header == ("C: 3",)
+    assert _config([]).upstream_header == ()
+
+
+def test_a_named_dialect_makes_forward_the_default_mode() -> None:
+    assert ServerConfig(upstream_dialect="assemblyai").call_mode == "forward"
+    assert ServerConfig(upstream_dialect="raw").call_mode == "echo"
+    assert ServerConfig(mode="forward", upstream_dialect="deepgram").upstream is None
+
+
+def test_header_values_stay_out_of_the_configs_repr() -> None:
+    config = ServerConfig(upstream_header=("Authorization: Token s3cr3t-value",))
+    assert "s3cr3t-value" not in repr(config)
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,17 @@ import pytest
 from bridge.endpoints import (
     Authorization,
     Connect,
+    DtmfStep,
     Endpoint,
     EndpointError,
     PhoneEndpoint,
+    PhoneFacts,
     SipEndpoint,
+    SipFacts,
     VbcEndpoint,
+    VbcFacts,
     WebsocketEndpoint,
+    WebsocketFacts,
     endpoint_from_dict,
     ncco,
     validate_ncco,
@@ -883,3 +888,72 @@ def test_websocket_ncco_rejects(changes: dict[str, Any], field: str, needle: str
         **changes,
     }
     raises_on(field, needle)(lambda: websocket_ncco(**kwargs))
+
+
+# --- explain(): the fine print as data ---------------------------------------------------
+
+
+def test_sip_explain_gives_host_default_port_udp_media_and_the_caller_id() -> None:
+    facts = Connect(SipEndpoint("sip:alice@pbx.example.com"), from_=FROM).explain()
+    assert isinstance(facts, SipFacts)
+    assert (facts.host, facts.port, facts.port_given) == ("pbx.example.com", 5060, False)
+    assert (facts.tls, facts.transport, facts.media) == (False, None, "udp")
+    assert facts.caller_id == f"{FROM}@sip.nexmo.com"
+
+
+@pytest.mark.parametrize(
+    ("uri", "host", "port", "tls", "transport"),
+    [
+        ("sip:alice@pbx.example.com;transport=tls", "pbx.example.com", 5060, True, "tls"),
+        ("sip:alice@pbx.example.com:5061;transport=TLS", "pbx.example.com", 5061, True, "tls"),
+        ("sip:alice@10.0.0.5:5080;transport=tcp", "10.0.0.5", 5080, False, "tcp"),
+        ("sip:alice@[2001:db8::1]:5062", "[2001:db8::1]", 5062, False, None),
+        ("sip:alice@[2001:db8::1]", "[2001:db8::1]", 5060, False, None),
+    ],
+)
+def test_sip_explain_reads_port_and_transport_from_the_uri(
+    uri: str, host: str, port: int, tls: bool, transport: str | None
+) -> None:
+    facts = SipEndpoint(uri).explain(FROM)
+    assert (facts.host, facts.port, facts.tls, facts.transport) == (host, port, tls, transport)
+    assert facts.media == "udp"  # whatever the signalling transport
+
+
+def test_phone_explain_gives_the_number_caller_id_and_dtmf_timing() -> None:
+    facts = Connect(PhoneEndpoint("447700900123", dtmf_answer="pp12p#"), from_=FROM).explain()
+    assert isinstance(facts, PhoneFacts)
+    assert (facts.number, facts.caller_id) == ("447700900123", FROM)
+    assert facts.dtmf_steps == (DtmfStep(1000, "12"), DtmfStep(500, "#"))
+    assert facts.dtmf_pause_ms == 1500
+    trailing = PhoneEndpoint("447700900123", dtmf_answer="1p").explain(FROM)
+    assert trailing.dtmf_steps == (DtmfStep(0, "1"), DtmfStep(500, ""))
+    assert PhoneEndpoint("447700900123").explain(FROM).dtmf_steps == ()
+    text = " ".join(facts.lines())
+    assert "wait 1000 ms, key 1 2, wait 500 ms, key #" in text
+    assert "+447700900123" in text
+
+
+def test_websocket_explain_gives_rate_headers_and_their_size_against_the_limit() -> None:
+    headers = headers_of_size(512)  # exactly at the limit
+    endpoint = WebsocketEndpoint(
+        "wss://b.example.com/socket",
+        content_type="audio/l16;rate=8000",
+        headers=headers,
+        authorization=Authorization("vonage"),
+    )
+    facts = endpoint.explain()
+    assert isinstance(facts, WebsocketFacts)
+    assert (facts.rate, facts.rate_given, facts.bytes_per_frame) == (8000, True, 320)
+    assert (facts.headers_bytes, facts.headers_limit) == (512, 512)
+    assert dict(facts.headers) == headers
+    assert (facts.tls, facts.authorization) == (True, "vonage")
+    assert "512 of 512 bytes" in " ".join(facts.lines())
+    default = WebsocketEndpoint("ws://127.0.0.1:8080/socket").explain()
+    assert (default.rate, default.rate_given, default.bytes_per_frame) == (16000, False, 640)
+    assert (default.headers_bytes, default.tls, default.authorization) == (0, False, None)
+
+
+def test_vbc_explain_gives_the_extension() -> None:
+    facts = Connect(VbcEndpoint("1234")).explain()
+    assert facts == VbcFacts(extension="1234")
+    assert "extension 1234" in facts.lines()[0]

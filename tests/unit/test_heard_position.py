@@ -97,6 +97,23 @@ async def test_a_late_notify_answer_moves_the_position_back_by_the_lag() -> None
     assert call.summary()["playback_lag_ms"] == 30.0
 
 
+async def test_a_marker_after_a_silence_measures_the_lag_from_now_not_from_the_old_grid() -> None:
+    # A voice agent's answer comes 1.5 s into the call: nothing was sent before. The marker
+    # at its start belongs to the current slot; Vonage answers it 10 ms later (it played
+    # everything before it, i.e. nothing): a lag of 10 ms, not 1.5 s.
+    call, clock, scheduler, _ = make_call()
+    advance(clock, scheduler, 1500)
+    call.notify({"item": "a"})
+    await queue_ms(call, 2000)
+    advance(clock, scheduler, 10)
+    call.feed_event(Notified({"item": "a"}))
+    assert call.heard.lag_ns is not None and abs(call.heard.lag_ns) <= 20 * MS
+    advance(clock, scheduler, 490)
+    assert abs(call.heard_ms - 500) <= 20
+    # The agent's answer starts at the caller's timeline position 0 and all of it is queued.
+    assert call.outbound_samples == 2000 * 16
+
+
 async def test_unknown_notify_payloads_change_nothing() -> None:
     call, clock, scheduler, _ = make_call()
     await queue_ms(call, 200)

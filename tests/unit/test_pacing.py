@@ -380,3 +380,24 @@ def test_zero_drift_over_ten_minutes() -> None:
         assert t == max(pushed_at[k], deadline - lead_ms * MS)
         assert abs(t - deadline) <= lead_ms * MS
     assert sent.frames[-1][0] <= t0 + (n - 1) * FRAME_NS + 15 * MS
+
+
+def test_one_pass_serves_every_call_due_within_the_early_window() -> None:
+    owner = Owner(lead_ms=0)
+    # Three calls whose grids are 0.4 ms apart: one wake-up with a 1 ms window sends all
+    # three, each at most 1 ms early; a fourth, 5 ms later, keeps its own wake-up.
+    streams = [owner.open(start_ns=round(offset * MS)) for offset in (10.0, 10.4, 10.8, 15.0)]
+    for i, (stream, _) in enumerate(streams):
+        owner.scheduler.push(stream, frame(i))
+    owner.clock.set_ns(10 * MS)
+    next_wake = owner.scheduler.service(early_ns=MS)
+    assert [len(sent.frames) for _, sent in streams] == [1, 1, 1, 0]
+    assert next_wake == 15 * MS
+    # Without the window, only the call that is due now goes.
+    late = Owner(lead_ms=0)
+    pairs = [late.open(start_ns=round(offset * MS)) for offset in (10.0, 10.4)]
+    for i, (stream, _) in enumerate(pairs):
+        late.scheduler.push(stream, frame(i))
+    late.clock.set_ns(10 * MS)
+    assert late.scheduler.service() == round(10.4 * MS)
+    assert [len(sent.frames) for _, sent in pairs] == [1, 0]

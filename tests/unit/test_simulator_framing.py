@@ -22,7 +22,7 @@ from websockets.uri import parse_uri
 from websockets.utils import apply_mask
 
 from bridge.pacing import FakeClock
-from bridge.simulator import _Connection
+from bridge.simulator import _Connection  # the connection layer's client side
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -47,6 +47,12 @@ class FakeTransport:
 
     def close(self) -> None:
         self.aborted = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
 
 
 @dataclass

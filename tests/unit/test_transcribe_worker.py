@@ -14,7 +14,7 @@ from tests.helpers import ROOT
 
 pytest.importorskip("pocketsphinx")
 
-SPEECH = ROOT / "tests" / "data" / "billing-to-hangup.wav"
+SPEECH = ROOT / "tests" / "data" / "billing_slt_16k.wav"
 WORDS = ["please", "connect", "me", "to", "the", "billing", "department"]
 BATCH = 6400  # 200 ms at 16 kHz, as the handler sends
 

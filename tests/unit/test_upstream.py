@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ class NullIO:
     def close(self, code: int, reason: str) -> None: ...
 
 
-def link(**options: int) -> UpstreamLink:
+def link(**options: Any) -> UpstreamLink:
     return UpstreamLink(
         UpstreamOptions(url="ws://127.0.0.1:9/", **options),
         on_message=lambda item: None,

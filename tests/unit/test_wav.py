@@ -13,6 +13,7 @@ import pytest
 
 from bridge.audio.pcm import Samples, tone
 from bridge.audio.wav import WavWriter, read_wav, write_wav
+from tests.helpers import require_command
 
 RATE = 16000
 
@@ -228,10 +229,8 @@ def test_writer_refuses_the_wrong_channel_count(tmp_path: Path) -> None:
             writer.write(np.zeros(3, dtype=np.int16))
 
 
-@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed")
 def test_sox_agrees_on_duration(tmp_path: Path) -> None:
-    sox = shutil.which("sox")
-    assert sox is not None
+    sox = require_command("sox")
     path = tmp_path / "sox.wav"
     with WavWriter(path, 16000, header_every_s=1) as writer:
         for _ in range(125):  # 2.5 s in 20 ms frames
@@ -242,10 +241,8 @@ def test_sox_agrees_on_duration(tmp_path: Path) -> None:
     assert float(out.stdout) == pytest.approx(2.5, abs=1e-6)
 
 
-@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed")
 def test_files_written_by_sox_are_read(tmp_path: Path) -> None:
-    sox = shutil.which("sox")
-    assert sox is not None
+    sox = require_command("sox")
     for bits, channels in [(8, 1), (16, 2), (24, 1), (32, 1)]:
         path = tmp_path / f"sox-{bits}-{channels}.wav"
         encoding = ["-e", "unsigned-integer"] if bits == 8 else ["-e", "signed-integer"]

@@ -68,11 +68,17 @@ def test_event_line_drops_the_token_and_bounds_values(caplog: pytest.LogCaptureF
 
 
 #: A server's authentication settings, and the ``bridge ncco`` flags that ask for the same.
+#: With a token alone the event URL carries it (Vonage sends no credential on events then).
+EVENT = "https://b.example:8443/event"
 SAME_AUTH: list[tuple[str, dict[str, str], list[str]]] = [
-    ("open", {}, []),
-    ("token", {"token": "t0ken"}, ["--token", "t0ken"]),
-    ("signed", {"vonage_signature_secret": "s3cret"}, ["--auth", "vonage"]),
-    ("signed wins", {"vonage_signature_secret": "s", "token": "t"}, ["--auth", "vonage"]),
+    ("open", {}, ["--event-url", EVENT]),
+    ("token", {"token": "t0ken"}, ["--token", "t0ken", "--event-url", f"{EVENT}?token=t0ken"]),
+    ("signed", {"vonage_signature_secret": "s3cret"}, ["--auth", "vonage", "--event-url", EVENT]),
+    (
+        "signed wins",
+        {"vonage_signature_secret": "s", "token": "t"},
+        ["--auth", "vonage", "--event-url", EVENT],
+    ),
 ]
 
 
@@ -103,8 +109,6 @@ def test_bridge_ncco_prints_what_the_server_answers(
             "language=en-GB",
             "--header",
             "tenant=acme",
-            "--event-url",
-            "https://b.example:8443/event",
             *flags,
         ]
     )

@@ -55,6 +55,8 @@ _DEVIATION_BUCKET_NS = 250_000
 _ID_KEYS = ("call", "call_id", "uuid", "conversation_uuid")
 
 Handler = Callable[["Call"], Awaitable[None]]
+#: A marker that is no notify: the end of a prompt, where a chunking wire sends what it holds.
+_FLUSH = object()
 #: Sees every inbound frame at the call's rate, exactly as Vonage sent it (recorder, ASR).
 InboundTap = Callable[[bytes], None]
 #: Sees every frame sent to Vonage and its slot on the 20 ms send schedule.
@@ -72,6 +74,29 @@ class CallIO(Protocol):
     def send_text(self, text: str) -> None: ...
 
     def close(self, code: int, reason: str) -> None: ...
+
+
+class Wire(Protocol):
+    """How a call's output reaches a carrier that is not Vonage (``bridge.carriers``).
+
+    Without a wire, frames go out as binary messages and markers and clears as Vonage's JSON
+    commands. A wire may join frames into chunks of ``chunk_frames``; ``flush`` then sends a
+    partial chunk padded with silence and returns how many silent frames it added, so the
+    send schedule stays where the carrier's playback is.
+    """
+
+    chunk_frames: int
+
+    @property
+    def pending_frames(self) -> int: ...
+
+    def send_audio(self, frame: bytes) -> None: ...
+
+    def send_mark(self, payload: Any) -> None: ...
+
+    def send_clear(self) -> None: ...
+
+    def flush(self) -> int: ...
 
 
 class UpstreamCounters(Protocol):
@@ -186,6 +211,7 @@ class Call:
         *,
         pipeline_rate: int | None = None,
         playout_max_ms: int = 2000,
+        wire: Wire | None = None,
     ) -> None:
         self.rate = connected.sample_rate
         self.pipeline_rate = pipeline_rate or connected.sample_rate
@@ -194,6 +220,13 @@ class Call:
         self.id = _call_id(connected)
         self.stats = CallStats()
         self._io = io
+        self._wire = wire
+        self._send_audio: Callable[[bytes], None] = (
+            io.send_binary if wire is None else wire.send_audio
+        )
+        #: A wire that sends chunks of several frames (Exotel): see _flush_chunk.
+        self._chunked = wire is not None and wire.chunk_frames > 1
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._scheduler = scheduler
         self._clock = scheduler.clock
         self._frame_bytes = frame_bytes(self.rate)
@@ -336,6 +369,9 @@ class Call:
             if self._ended or self._faulted:
                 return
             self._scheduler.push(self._stream, to_bytes(frame))
+        if self._chunked and not self._ended:
+            # The end of a prompt: its last chunk goes out when its last frame does.
+            self._scheduler.mark(self._stream, _FLUSH)
 
     async def drain(self) -> None:
         """Wait until everything queued has been sent to the caller."""
@@ -353,7 +389,10 @@ class Call:
         self._clear_sent_ns = self._clock.now_ns()
         self._heard.on_clear(self._clear_sent_ns)
         if not self._ended:
-            self._io.send_text(build_clear())
+            if self._wire is None:
+                self._io.send_text(build_clear())
+            else:
+                self._wire.send_clear()
 
     def notify(self, payload: Any) -> None:
         """Place a marker after the audio queued so far; ``Notified`` comes back when heard.
@@ -520,6 +559,9 @@ class Call:
         self._heard.freeze(self._clock.now_ns())
         self._stream.closed = True
         self._stream.buffer.clear()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         self._audio.close()
         self._events.close()
         self._on_room()
@@ -545,12 +587,63 @@ class Call:
         self.stats.frames_out += 1
         if self._out_tap is not None:
             self._out_tap(frame, self._stream.next_slot)
-        self._io.send_binary(frame)
+        self._send_audio(frame)
+        if self._chunked and self._idle_timer is None:
+            self._arm_idle_check()
 
     def _send_marker(self, payload: Any) -> None:
+        wire = self._wire
+        if wire is None:
+            self.stats.notifies_sent += 1
+            self._heard.on_marker(payload)
+            self._io.send_text(build_notify(payload))
+            return
+        self._flush_chunk()  # a mark follows all the audio before it
+        if payload is _FLUSH:
+            return
         self.stats.notifies_sent += 1
         self._heard.on_marker(payload)
-        self._io.send_text(build_notify(payload))
+        wire.send_mark(payload)
+
+    def _flush_chunk(self) -> None:
+        """Send a partial chunk padded with silence, and count the padding as sent: the
+        carrier plays it, so the next frame's slot comes after it."""
+        if not self._chunked or self._wire is None:
+            return
+        padding = self._wire.flush()
+        if padding:
+            stream = self._stream
+            stream.next_slot += padding
+            stream.frames_sent += padding
+            self.stats.frames_out += padding
+
+    def _arm_idle_check(self, delay_s: float | None = None) -> None:
+        """A partial chunk must not wait forever for audio that has stopped coming: once the
+        playback position passes the end of what was sent by a whole chunk, it is sent."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if delay_s is None:
+            delay_s = self._idle_delay_ns() / 1e9
+        self._idle_timer = loop.call_later(max(0.0, delay_s), self._idle_check)
+
+    def _idle_delay_ns(self) -> int:
+        assert self._wire is not None
+        stream = self._stream
+        idle_at = stream.deadline_ns(stream.next_slot) + self._wire.chunk_frames * FRAME_NS
+        return idle_at - self._clock.now_ns()
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        wire = self._wire
+        if self._ended or wire is None or not wire.pending_frames:
+            return
+        delay_ns = self._idle_delay_ns()
+        if delay_ns > 0 or self._stream.buffer:
+            self._arm_idle_check(max(delay_ns, FRAME_NS) / 1e9)
+            return
+        self._flush_chunk()
 
     async def _wait_room(self) -> None:
         waiter = asyncio.get_running_loop().create_future()

@@ -1,4 +1,5 @@
-"""The ``bridge`` command: ``serve``, the simulator's ``call`` and ``load``, and ``ncco``.
+"""The ``bridge`` command: ``serve``, the simulator's ``call`` and ``load``, ``ncco`` and
+``twiml``.
 
 A mistake on the command line prints one line (``bridge: error: ...``) and exits 2; no
 traceback ever reaches a user for a bad argument.
@@ -28,6 +29,7 @@ from bridge.runtime import run
 from bridge.server import serve
 from bridge.simulator import add_subcommands
 from bridge.startup import check_output_dirs
+from bridge.twiml import add_subcommand as add_twiml_subcommand
 from bridge.workers import run_supervisor
 
 
@@ -79,6 +81,7 @@ def build_parser() -> OneLineParser:
     serve_parser.set_defaults(func=_run_serve)
     add_subcommands(sub)
     add_ncco_subcommand(sub)
+    add_twiml_subcommand(sub)
     return parser
 
 

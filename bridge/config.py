@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bridge.errors import ConfigError
+from bridge.protocol.dialects import CarrierChoice
 from bridge.protocol.vonage import MAX_LEG_S
 from bridge.services.base import DialectName, TurnDetection
 from bridge.settings import (
@@ -65,7 +66,7 @@ LogFormat = Literal["auto", "text", "json"]
 Transport = Literal["auto", "picows", "websockets"]
 
 #: Paths served as plain HTTP by the server (bridge/http.py); the websocket path cannot be one.
-HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event", "/phone")
+HTTP_PATHS = ("/health", "/ready", "/metrics", "/answer", "/event", "/phone", "/twiml")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +110,11 @@ class CoreSettings(Settings):
         "seconds allowed for websocket:connected after the upgrade",
         metavar="S",
         check=positive_seconds,
+    )
+    carrier: CarrierChoice = setting(
+        "auto",
+        "dialect of every call: auto (from each call's first messages), or one carrier; "
+        "PATH/<carrier> forces one per call whatever this says",
     )
     lenient: bool = setting(
         False, "buffer binary frames that arrive before the metadata instead of closing"
@@ -347,8 +353,24 @@ class ProductionSettings(Settings):
         metavar="S",
         check=positive_seconds,
     )
+    twilio_auth_token: str | None = setting(
+        None,
+        "verify Twilio's X-Twilio-Signature (HMAC-SHA1 of the URL) on upgrades and /twiml "
+        "with this account auth token",
+        metavar="TOKEN",
+        check=not_empty,
+        secret=True,
+    )
+    telnyx_stream_token: str | None = setting(
+        None,
+        "require Telnyx's x-telnyx-streaming-auth-token header (the stream_auth_token of "
+        "streaming_start) to be this",
+        metavar="TOKEN",
+        check=not_empty,
+        secret=True,
+    )
     insecure: bool = setting(
-        False, "allow a non-loopback --host with no --token or signature secret"
+        False, "allow a non-loopback --host with no authentication (token, secret, carrier)"
     )
     tls_cert: str | None = setting(
         None, "PEM certificate chain: serve wss:// and https:// directly", metavar="PEM"

@@ -36,6 +36,13 @@ class Fault(enum.Enum):
     MESSAGE_TOO_BIG = "message too big"
     FIRST_MESSAGE_TIMEOUT = "no websocket:connected in time"
     INVALID_EVENT = "invalid event"
+    # Carriers whose sockets carry JSON text only (docs/carriers.md s.1).
+    BINARY_ON_TEXT_SOCKET = "binary frame on a JSON-only socket"
+    MEDIA_BEFORE_START = "media before start"
+    INVALID_START = "invalid start message"
+    UNSUPPORTED_MEDIA_FORMAT = "unsupported media format"
+    INVALID_MEDIA = "invalid media payload"
+    WRONG_CARRIER = "unexpected carrier"
 
 
 class PeerError(BridgeError):

@@ -13,10 +13,11 @@ with 400, which is why the ``/answer`` NCCO sets ``eventMethod: GET``.
 | ``/answer`` | the NCCO (``--public-url`` set; same authentication as upgrades) |
 | ``/event`` | 204, the event logged (``--public-url`` set; same authentication) |
 | ``/phone`` | the browser phone (``--phone-page``, on by default for a loopback ``--host``; same authentication: ``?token=`` on the page is reused for its socket) |
+| ``/twiml`` | Twilio's ``<Connect><Stream>`` TwiML (``--public-url`` set; same authentication, or Twilio's signature with ``--twilio-auth-token``) |
 
 Import rule: standard library, ``bridge.auth``, ``bridge.config``, ``bridge.endpoints``,
-``bridge.metrics``, ``bridge.webhooks``; never websockets (the server turns responses into
-bytes).
+``bridge.metrics``, ``bridge.twiml``, ``bridge.webhooks``; never websockets (the server turns
+responses into bytes).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from bridge.auth import Authenticator, Credentials, is_loopback
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
 from bridge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bridge.twiml import CONTENT_TYPE as TWIML_CONTENT_TYPE
+from bridge.twiml import TwimlError, answer_twiml
 from bridge.webhooks import answer_body, log_event
 
 TEXT = "text/plain; charset=utf-8"
@@ -130,10 +133,16 @@ class HttpRoutes:
             if reason is not None:
                 return UNAUTHORIZED, reason
             return self.phone, None
-        if path in ("/answer", "/event") and self.config.public_url is not None:
+        if path in ("/answer", "/event", "/twiml") and self.config.public_url is not None:
             reason = self.auth.check(creds)
             if reason is not None:
                 return UNAUTHORIZED, reason
+            if path == "/twiml":
+                try:
+                    twiml = answer_twiml(self.config.public_url, self.config.path, query)
+                except TwimlError as exc:
+                    return text(400, f"Bad Request: {exc}\n"), None
+                return HttpResponse(200, twiml.encode(), TWIML_CONTENT_TYPE), None
             if path == "/event":
                 log_event(query)
                 return HttpResponse(204), None

@@ -36,6 +36,7 @@ from bridge.audio.resample import Resampler
 from bridge.auth import Authenticator, Credentials, check_exposure
 from bridge.banner import print_banner
 from bridge.call import DEVIATION_BUCKET_MS, INTERNAL_ERROR, Call, Handler
+from bridge.carriers import CarrierSession
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
@@ -43,7 +44,9 @@ from bridge.filewriter import written as file_writes_done
 from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, phone_url, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacing import Clock, MonotonicClock, Scheduler
-from bridge.protocol.vonage import parse_connected, parse_event
+from bridge.protocol.carrier import CARRIER_NAMES, CarrierError, Stopped
+from bridge.protocol.dialects import CARRIER_CHOICES, PENDING, UNKNOWN, first_message_dialect
+from bridge.protocol.vonage import Connected, parse_connected, parse_event
 from bridge.runtime import freeze_startup_heap
 from bridge.startup import bind_error
 from bridge.transport.base import ServerSide
@@ -72,6 +75,12 @@ CLOSE_CODES: dict[Fault, int] = {
     Fault.MESSAGE_TOO_BIG: 1009,
     Fault.FIRST_MESSAGE_TIMEOUT: 1008,
     Fault.INVALID_EVENT: 1007,
+    Fault.BINARY_ON_TEXT_SOCKET: 1003,
+    Fault.MEDIA_BEFORE_START: 1002,
+    Fault.INVALID_START: 1007,
+    Fault.UNSUPPORTED_MEDIA_FORMAT: 1003,
+    Fault.INVALID_MEDIA: 1007,
+    Fault.WRONG_CARRIER: 1008,
 }
 
 #: How often call counters are added to the metrics and idle calls are looked for.
@@ -326,6 +335,10 @@ class CallLogic(ServerSide):
         self.meter = CallMeter()
         self.started_ns = 0
         self._early: list[bytes] = []
+        #: ``--carrier``, or the carrier a ``PATH/<carrier>`` path names.
+        self.dialect_choice: str = self.config.carrier
+        #: A Twilio/Telnyx/Plivo/Exotel call's dialect session (docs/carriers.md s.1).
+        self.carrier: CarrierSession | None = None
         self._first_timer: asyncio.TimerHandle | None = None
         self._duration_timer: asyncio.TimerHandle | None = None
         self._refusal_logged = False
@@ -340,11 +353,14 @@ class CallLogic(ServerSide):
 
     def on_binary(self, data: bytes, now_ns: int) -> None:
         call = self.call
-        if call is not None:
+        if call is not None and self.carrier is None:
             try:
                 call.feed_audio(data, now_ns)
             except Exception as exc:  # a tap or a synchronous handler failed: this call only
                 self._sync_handler_failed(call, exc)
+            return
+        if self.carrier is not None or self.dialect_choice in CARRIER_NAMES:
+            self._refuse(PeerError(Fault.BINARY_ON_TEXT_SOCKET, f"{len(data)} bytes"))
             return
         if not self.config.lenient:
             self._refuse(PeerError(Fault.BINARY_BEFORE_METADATA))
@@ -352,6 +368,9 @@ class CallLogic(ServerSide):
             self._early.append(data)
 
     def on_text(self, text: str, now_ns: int) -> None:
+        if self.carrier is not None:
+            self._carrier_text(self.carrier, text, now_ns)
+            return
         try:
             call = self.call
             if call is not None:
@@ -359,19 +378,66 @@ class CallLogic(ServerSide):
                 if event is not None:
                     call.feed_event(event)
                 return
+            seen = first_message_dialect(text)
+            choice = self.dialect_choice
+            if choice == "auto":
+                dialect = "vonage" if seen == UNKNOWN else seen
+            elif seen in (UNKNOWN, choice) or (seen == PENDING and choice != "vonage"):
+                dialect = choice
+            else:
+                raise PeerError(Fault.WRONG_CARRIER, f"{seen} on a {choice} socket")
+            if dialect != "vonage":
+                name = None if dialect == PENDING else dialect
+                self.carrier = CarrierSession(name, self.send_text, self.query)
+                self._carrier_text(self.carrier, text, now_ns)
+                return
             connected = parse_connected(text, self.query)
         except PeerError as exc:
             self._refuse(exc)
             return
-        self._start_call(
-            Call(
-                connected,
-                self,
-                self.server.scheduler,
-                pipeline_rate=self.config.pipeline_rate,
-                playout_max_ms=self.config.playout_max_ms,
-            )
+        self._start_call(self._new_call(connected))
+
+    def _new_call(self, connected: Connected) -> Call:
+        return Call(
+            connected,
+            self,
+            self.server.scheduler,
+            pipeline_rate=self.config.pipeline_rate,
+            playout_max_ms=self.config.playout_max_ms,
+            wire=self.carrier,
         )
+
+    def _carrier_text(self, session: CarrierSession, text: str, now_ns: int) -> None:
+        """A JSON dialect's message: the session turns it into the call's inputs."""
+        try:
+            items = session.feed(text)
+        except PeerError as exc:
+            self._refuse(exc)
+            return
+        for item in items:
+            call = self.call
+            if isinstance(item, bytes):
+                if call is None or call.ended:
+                    continue
+                try:
+                    call.feed_audio(item, now_ns)
+                except Exception as exc:  # a tap or a synchronous handler failed
+                    self._sync_handler_failed(call, exc)
+                    return
+            elif isinstance(item, Connected):
+                self._start_call(self._new_call(item))
+            elif isinstance(item, Stopped):
+                if self.is_open:
+                    self.close(NORMAL_CLOSURE, "stream stopped")
+                return
+            elif isinstance(item, CarrierError):
+                log.warning(
+                    "carrier error: %s",
+                    item.detail,
+                    extra={"call_id": call.id if call else None, "carrier": session.name},
+                )
+            elif call is not None:
+                call.feed_event(item)
 
     def _sync_handler_failed(self, call: Call, exc: Exception) -> None:
         log.error(
@@ -451,6 +517,13 @@ class CallLogic(ServerSide):
         sent, rcvd = self.close_sent, self.close_rcvd
         summary["close_code"] = rcvd[0] if rcvd is not None else None
         summary["close_sent"] = sent[0] if sent is not None else None
+        session = self.carrier
+        summary["carrier"] = session.name if session is not None else "vonage"
+        if session is not None:
+            seen = session.stats
+            summary["media_reordered"] = seen.reordered
+            summary["media_late_dropped"] = seen.late_dropped
+            summary["media_gaps_skipped"] = seen.gaps_skipped
         return summary
 
     def on_request(self, request: Request) -> None:
@@ -458,9 +531,19 @@ class CallLogic(ServerSide):
         server = self.server
         pairs = parse_qsl(query_string, keep_blank_values=True)
         query = dict(pairs)
-        creds = Credentials(_one_header(request.headers, "Authorization"), query.get("token"))
-        self.forwarded_for = _one_header(request.headers, "X-Forwarded-For")
-        if path != self.config.path:
+        headers = request.headers
+        creds = Credentials(
+            _one_header(headers, "Authorization"),
+            query.get("token"),
+            twilio_signature=_one_header(headers, "X-Twilio-Signature"),
+            twilio_urls=self._signed_urls(request.path, headers),
+            telnyx_token=_one_header(headers, "x-telnyx-streaming-auth-token"),
+        )
+        self.forwarded_for = _one_header(headers, "X-Forwarded-For")
+        forced = self._dialect_of_path(path)
+        if forced is not None:
+            self.dialect_choice = forced
+        else:
             reply, why = server.routes.handle(path, query, creds)
             self._answer(reply)
             if why is not None:
@@ -497,6 +580,36 @@ class CallLogic(ServerSide):
         server.upgrade_done(+1)
         # The token is a credential: it never becomes call metadata (nor a log line).
         self.query = urlencode([(k, v) for k, v in pairs if k != "token"])
+
+    def _dialect_of_path(self, path: str) -> str | None:
+        """``--carrier`` for ``--path``; the carrier for ``PATH/<carrier>``; else ``None``."""
+        base = self.config.path
+        if path == base:
+            return self.config.carrier
+        prefix = base.rstrip("/") + "/"
+        if path.startswith(prefix):
+            name = path[len(prefix) :]
+            if name in CARRIER_CHOICES and name != "auto":
+                return name
+        return None
+
+    def _signed_urls(self, target: str, headers: Headers) -> tuple[str, ...]:
+        """The URLs Twilio may have signed for this request (docs/carriers.md s.6): on
+        ``--public-url``'s host, else the ``Host`` header's, with the scheme Twilio used
+        (``wss``/``https`` behind TLS or a TLS proxy that says so, else ``ws``/``http``)."""
+        websocket = headers.get("Upgrade", "").lower() == "websocket"
+        public = self.config.public_url
+        if public is not None:
+            secure = public.startswith("wss:")
+            host = public.split("://", 1)[1].split("/", 1)[0]
+        else:
+            host = _one_header(headers, "Host") or ""
+            proto = (_one_header(headers, "X-Forwarded-Proto") or "").split(",")[0].strip()
+            secure = proto in ("https", "wss") or (not proto and self.server.scheme == "wss")
+        if not host:
+            return ()
+        scheme = ("wss" if secure else "ws") if websocket else ("https" if secure else "http")
+        return (f"{scheme}://{host}{target}",)
 
     def _answer(self, reply: HttpResponse) -> None:
         self.respond(reply.status, reply.body, reply.content_type, reply.headers)

@@ -32,10 +32,15 @@ The generator reports its own health: when its send lateness p99 exceeds 2 ms it
 its figures are not to be trusted. About 30 us of CPU per frame sent and echoed, over half of
 it the kernel's socket calls.
 
-Import rule: ``bridge.audio``, ``bridge.errors``, ``bridge.pacing``, ``bridge.protocol``,
-``bridge.runtime``, ``bridge.settings``, ``bridge.stats``, ``bridge.transport``,
-``bridge.units``; it uses websockets' URI parser and exceptions, the connection layer does the
-rest (docs/architecture.md s.2).
+Other carriers (``--carrier twilio|telnyx|plivo|exotel``): the same paced sender and matcher,
+with the carrier's side of the protocol played by ``bridge.carrier_peer`` (messages, wire
+encoding, stamps in the wire samples, answers to marks and clears); the hooks here are the
+``link`` calls.
+
+Import rule: ``bridge.audio``, ``bridge.carrier_peer``, ``bridge.errors``, ``bridge.pacing``,
+``bridge.protocol``, ``bridge.runtime``, ``bridge.settings``, ``bridge.stats``,
+``bridge.transport``, ``bridge.units``; it uses websockets' URI parser and exceptions, the
+connection layer does the rest (docs/architecture.md s.2).
 """
 
 from __future__ import annotations
@@ -63,8 +68,11 @@ from websockets.uri import WebSocketURI, parse_uri
 from bridge.audio.pcm import Samples, to_bytes, to_samples, tone
 from bridge.audio.resample import resample_whole
 from bridge.audio.wav import WavWriter, read_wav
+from bridge.carrier_peer import CarrierLink, PeerOptions
 from bridge.errors import BridgeError, ConfigError
 from bridge.pacing import Clock, MonotonicClock
+from bridge.protocol.carrier import CARRIER_NAMES
+from bridge.protocol.twilio import twilio_signature
 from bridge.protocol.vonage import (
     DTMF_DIGITS,
     PLAYBACK_BUFFER_FRAMES,
@@ -82,6 +90,8 @@ from bridge.units import FRAME_NS, MS, SUPPORTED_RATES, frame_bytes, frame_sampl
 from bridge.units import SECOND as S
 
 DTMF_SPACING_NS = 300 * MS
+#: ``bridge call --carrier``'s default rate: the one every carrier supports.
+CARRIER_RATE = 8000
 #: Close code for a wrong-sized binary frame. Real Vonage drops the socket (the far end sees
 #: 1006, docs/protocol.md s.4); a clean 1002 "protocol error" with Vonage's message is easier to
 #: diagnose and to assert on, and still ends the call at once.
@@ -160,6 +170,17 @@ class CallOptions:
     #: For ``wss://``: trust this CA bundle (PEM) instead of the system's; or verify nothing.
     ca_file: Path | str | None = None
     insecure: bool = False
+    #: Play this carrier's side instead of Vonage's (``bridge.carrier_peer``): its messages,
+    #: encoding and answers; ``headers`` become its custom parameters.
+    carrier: str = "vonage"
+    #: The carrier's wire encoding (default: its own; see ``bridge.carrier_peer.ENCODINGS``).
+    encoding: str | None = None
+    #: Telnyx: every N-th media message is sent after the next one (0: in order).
+    reorder_every: int = 0
+    #: Twilio: sign the upgrade (``X-Twilio-Signature``) with this account auth token.
+    twilio_auth_token: str | None = None
+    #: Telnyx: send this stream auth token (``x-telnyx-streaming-auth-token``).
+    telnyx_token: str | None = None
     #: No frames from ``pause_at_s`` for ``pause_s`` seconds: a held or muted leg, a stalled
     #: network (the schedule goes on; the frames of the pause are never sent).
     pause_at_s: float = 0.0
@@ -191,6 +212,21 @@ class CallOptions:
                 raise ConfigError(f"no directory for the recording: {path}")
         if self.ca_file is not None and not Path(self.ca_file).is_file():
             raise ConfigError(f"CA file not found: {self.ca_file}")
+        if self.carrier != "vonage":
+            self.peer_options()  # checks the carrier, its encoding and rate
+        elif self.encoding or self.reorder_every or self.twilio_auth_token or self.telnyx_token:
+            raise ConfigError("--encoding, --reorder-every and the carrier tokens need --carrier")
+
+    def peer_options(self, call_id: str = "CA0000") -> PeerOptions:
+        return PeerOptions(
+            self.carrier,
+            self.rate,
+            self.encoding,
+            {str(k): str(v) for k, v in self.headers.items()},
+            call_id,
+            self.reorder_every,
+            self.telnyx_token,
+        )
 
     @property
     def n_frames(self) -> int:
@@ -478,8 +514,13 @@ async def _open(opts: CallOptions, receiver: Receiver, clock: Clock) -> _Connect
 
 
 def _handshake_headers(opts: CallOptions) -> Mapping[str, str]:
-    """Extra HTTP headers for the upgrade request."""
-    return dict(opts.extra_headers)
+    """Extra HTTP headers for the upgrade request (and a carrier's credentials)."""
+    headers = dict(opts.extra_headers)
+    if opts.twilio_auth_token is not None:
+        headers["X-Twilio-Signature"] = twilio_signature(opts.twilio_auth_token, opts.url)
+    if opts.telnyx_token is not None:
+        headers["x-telnyx-streaming-auth-token"] = opts.telnyx_token
+    return headers
 
 
 class _Ticker:
@@ -563,7 +604,12 @@ class _Call:
     ) -> None:
         self.opts = opts
         self.clock = clock
+        #: A carrier's side (``bridge.carrier_peer``), or ``None`` for Vonage's.
+        self.link: CarrierLink | None = None
         self.frame_bytes = frame_bytes(opts.rate)
+        if opts.carrier != "vonage":
+            self.link = CarrierLink(opts.peer_options(f"CA{id(self):x}"))
+            self.frame_bytes = self.link.frame_bytes
         self.n_frames = opts.n_frames
         self.hist = _Histograms()
         # In a load run, round trips and lateness go straight into the process's histograms:
@@ -622,6 +668,7 @@ class _Call:
         self.playback_overflow = 0
         self.playback_peak_ns = 0
         self.notify_timers: dict[int, asyncio.TimerHandle] = {}
+        self.notify_answers: dict[int, str] = {}
         self.notify_seq = 0
         self.recorder: WavWriter | None = None
         self.sent_recorder: WavWriter | None = None
@@ -658,7 +705,9 @@ class _Call:
         deadline = self.start_ns + k * FRAME_NS
         while True:
             while dtmf and dtmf[-1][0] <= horizon_ns and (k >= n or dtmf[-1][0] <= deadline):
-                conn.send_text(build_dtmf_event(dtmf.pop()[1]))
+                digit = dtmf.pop()[1]
+                link = self.link
+                conn.send_text(build_dtmf_event(digit) if link is None else link.peer.dtmf(digit))
                 self.dtmf_sent += 1
             if k >= n or deadline > horizon_ns:
                 break
@@ -671,20 +720,31 @@ class _Call:
             return min(deadline, dtmf[-1][0]) if dtmf else deadline
         if dtmf:
             return dtmf[-1][0]
+        if self.link is not None:
+            for message in self.link.peer.finish():
+                conn.send_text(message)
         self._finish_sending()
         return None
 
     def _send_frame(self, conn: _Connection, k: int, deadline: int, now: int) -> None:
-        frame = self.source.stamped(k) if self.opts.stamp else self.source.frame(k)
+        link = self.link
+        if link is None:
+            frame = self.source.stamped(k) if self.opts.stamp else self.source.frame(k)
+        else:
+            frame = link.wire_frame(self.source, k, self.source.frame(k), self.opts.stamp)
         self.lateness.record(now - deadline)
         slot = k & _RING_MASK
         self.ring_index[slot] = k
         self.ring_ns[slot] = now
         self.ring_hash[slot] = hash(frame)
-        conn.send_binary(frame)
+        if link is None:
+            conn.send_binary(frame)
+        else:
+            for message in link.peer.frame(frame):
+                conn.send_text(message)
         self.frames_sent += 1
         if self.sent_recorder is not None:
-            self.sent_recorder.write(to_samples(frame))
+            self.sent_recorder.write(to_samples(frame if link is None else link.to_pcm(frame)))
 
     def _finish_sending(self) -> None:
         if self.sending_done is not None and not self.sending_done.done():
@@ -693,13 +753,17 @@ class _Call:
     # receiving (called by the connection) -----------------------------------------------
 
     def on_binary(self, data: bytes, now: int) -> None:
-        if len(data) != self.frame_bytes:
+        if self.link is not None or len(data) != self.frame_bytes:
             # docs/protocol.md s.4: Vonage stops listening and drops the call.
             self.bad_frames += 1
             if self.conn is not None and self.conn.is_open:
                 reason = f"unexpected frame size {len(data)}, when required {self.frame_bytes}"
                 self.conn.close(BAD_FRAME_CLOSE_CODE, reason)
             return
+        self.on_binary_frame(data, now)
+
+    def on_binary_frame(self, data: bytes, now: int) -> None:
+        """One whole 20 ms frame of the far end's audio (for a carrier: on the wire)."""
         if self.bad_frames:
             return  # the call is being dropped
         try:
@@ -723,7 +787,7 @@ class _Call:
         if self.opts.measure_pacing:
             self._pace(j, now)
         if self.recorder is not None:
-            self.recorder.write(to_samples(data))
+            self.recorder.write(to_samples(data if self.link is None else self.link.to_pcm(data)))
         if (
             self.all_back is not None
             and self.frames_matched >= self.frames_sent
@@ -736,7 +800,8 @@ class _Call:
         ring_index = self.ring_index
         if self.opts.stamp:
             top = self.frames_sent - 1
-            index = top - ((top - read_stamp(data)) & _SEQ_MASK)
+            stamp = read_stamp(data) if self.link is None else self.link.read_stamp(data)
+            index = top - ((top - stamp) & _SEQ_MASK)
             slot = index & _RING_MASK
             if index < 0 or ring_index[slot] != index or self.ring_hash[slot] != digest:
                 self.frames_not_exact += 1
@@ -801,6 +866,9 @@ class _Call:
             self.playback_peak_ns = end - now
 
     def on_text(self, text: str, now: int) -> None:
+        if self.link is not None:
+            self._on_carrier_text(self.link, text, now)
+            return
         self.text_events_total += 1
         if len(self.events) < _MAX_EVENTS_KEPT:
             self.events.append(text)
@@ -813,45 +881,99 @@ class _Call:
         if conn is None:
             return
         if command.action == "clear":
-            self.clears += 1
-            pending_ns = max(0, self.play_end_ns - now)
-            played_ns = (
-                (self.frames_received - self.playback_overflow) * FRAME_NS
-                - pending_ns
-                - self.cleared_ns
-            )
-            if len(self.heard_at_clears_ms) < _MAX_EVENTS_KEPT:
-                self.heard_at_clears_ms.append(round(played_ns / MS, 1))
-            self.cleared_ns += pending_ns
-            if self.play_end_ns > now:
-                self.frames_cleared += -(-(self.play_end_ns - now) // FRAME_NS)
-            self.play_end_ns = now
+            self._clear_playback(now)
             # docs/protocol.md s.5: after a clear, a pending notify may never come.
             self.notifies_dropped += len(self.notify_timers)
             self._cancel_notifies()
             conn.send_text(build_cleared_event())
             return
+        self._answer_when_played(conn, build_notify_event(command.payload), now)
+
+    def _clear_playback(self, now: int) -> None:
+        """A clear: the playback buffer is emptied; what had been heard by then is noted."""
+        self.clears += 1
+        pending_ns = max(0, self.play_end_ns - now)
+        played_ns = (
+            (self.frames_received - self.playback_overflow) * FRAME_NS
+            - pending_ns
+            - self.cleared_ns
+        )
+        if len(self.heard_at_clears_ms) < _MAX_EVENTS_KEPT:
+            self.heard_at_clears_ms.append(round(played_ns / MS, 1))
+        self.cleared_ns += pending_ns
+        if self.play_end_ns > now:
+            self.frames_cleared += -(-(self.play_end_ns - now) // FRAME_NS)
+        self.play_end_ns = now
+
+    def _answer_when_played(self, conn: _Connection, answer: str, now: int) -> None:
+        """A notify (mark): answered once playback reaches it, at once if nothing is queued."""
         self.notifies += 1
         if self.play_end_ns <= now:
-            conn.send_text(build_notify_event(command.payload))
+            conn.send_text(answer)
             self.notifies_answered += 1
             return
         self.notify_seq += 1
         key = self.notify_seq
         delay = (self.play_end_ns - now) / S
         loop = asyncio.get_running_loop()
-        self.notify_timers[key] = loop.call_later(delay, self._notify_due, key, command.payload)
+        self.notify_timers[key] = loop.call_later(delay, self._notify_due, key)
+        self.notify_answers[key] = answer
 
-    def _notify_due(self, key: int, payload: Any) -> None:
+    def _notify_due(self, key: int) -> None:
         del self.notify_timers[key]
+        answer = self.notify_answers.pop(key)
         if self.conn is not None and self.conn.is_open:
-            self.conn.send_text(build_notify_event(payload))
+            self.conn.send_text(answer)
             self.notifies_answered += 1
 
     def _cancel_notifies(self) -> None:
         for timer in self.notify_timers.values():
             timer.cancel()
         self.notify_timers.clear()
+        self.notify_answers.clear()
+
+    def _on_carrier_text(self, link: CarrierLink, text: str, now: int) -> None:
+        """Bridge's message to a carrier: media into the playback model (and the echo match),
+        marks answered when played, clear as that carrier answers it (docs/carriers.md)."""
+        conn = self.conn
+        try:
+            command = link.peer.read(text)
+        except ValueError as exc:
+            if "media payload" in str(exc):
+                # The carrier would play this badly or not at all (Exotel's chunk rules).
+                self.bad_frames += 1
+                if conn is not None and conn.is_open:
+                    conn.close(BAD_FRAME_CLOSE_CODE, str(exc)[:120])
+            else:
+                self.unknown_commands += 1
+                self.text_events_total += 1
+                if len(self.events) < _MAX_EVENTS_KEPT:
+                    self.events.append(text)
+            return
+        if command.kind == "media":
+            for frame in link.split(command.payload):
+                self.on_binary_frame(frame, now)
+            return
+        # Everything but audio is kept, as Vonage's text events are.
+        self.text_events_total += 1
+        if len(self.events) < _MAX_EVENTS_KEPT:
+            self.events.append(text)
+        if conn is None:
+            return
+        if command.kind == "mark":
+            self._answer_when_played(conn, link.peer.mark_done(command.name), now)
+            return
+        self._clear_playback(now)
+        if link.peer.marks_back_on_clear:  # Twilio, Telnyx: queued marks come back at once
+            for key in sorted(self.notify_answers):
+                conn.send_text(self.notify_answers[key])
+                self.notifies_answered += 1
+        else:  # Plivo, Exotel: their audio was not played, so they are never answered
+            self.notifies_dropped += len(self.notify_timers)
+        self._cancel_notifies()
+        cleared = link.peer.cleared()
+        if cleared is not None:
+            conn.send_text(cleared)
 
     # the call --------------------------------------------------------------------------
 
@@ -899,7 +1021,11 @@ class _Call:
         connected = clock.now_ns()
         loop = asyncio.get_running_loop()
         self.sending_done = loop.create_future()
-        conn.send_text(build_connected(opts.rate, opts.headers))
+        if self.link is None:
+            conn.send_text(build_connected(opts.rate, opts.headers))
+        else:
+            for message in self.link.peer.opening():
+                conn.send_text(message)
         self.start(ticker, clock.now_ns())
         await asyncio.wait({self.sending_done, conn.lost}, return_when=asyncio.FIRST_COMPLETED)
         if conn.is_open and self.frames_matched < self.frames_sent:
@@ -910,6 +1036,11 @@ class _Call:
                 timeout=opts.linger_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
+        stop = self.link.peer.stop() if self.link is not None else None
+        if stop is not None and conn.is_open:
+            # The carrier ends the stream: bridge closes the socket (1000) on its stop.
+            conn.send_text(stop)
+            await asyncio.wait({conn.lost}, timeout=CLOSE_TIMEOUT_S + 1)
         conn.close(1000)  # the caller hangs up (a no-op if already closed)
         await asyncio.wait({conn.lost}, timeout=CLOSE_TIMEOUT_S + 1)
         if not conn.lost.done():
@@ -1419,7 +1550,12 @@ def format_load_report(r: LoadReport) -> str:
 def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = CallOptions("ws://x")
     parser.add_argument("url", help="websocket URL of the bridge, e.g. ws://127.0.0.1:8080/socket")
-    parser.add_argument("--rate", type=int, default=defaults.rate, help="8000, 16000 or 24000")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=None,
+        help=f"8000, 16000 or 24000 (default {defaults.rate}; with --carrier, 8000)",
+    )
     parser.add_argument(
         "--seconds",
         type=float,
@@ -1493,6 +1629,33 @@ def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--insecure", action="store_true", help="for wss://: do not verify the certificate"
     )
+    carrier = parser.add_argument_group("other carriers (docs/carriers.md)")
+    carrier.add_argument(
+        "--carrier",
+        choices=["vonage", *CARRIER_NAMES],
+        default="vonage",
+        help="play this carrier's side: its messages, encoding and answers (--header values "
+        "become its custom parameters)",
+    )
+    carrier.add_argument(
+        "--encoding",
+        metavar="NAME",
+        help="the carrier's wire encoding: telnyx PCMU, PCMA or L16; plivo audio/x-mulaw or "
+        "audio/x-l16 (default: the carrier's own)",
+    )
+    carrier.add_argument(
+        "--reorder-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="telnyx: send every N-th media message after the next one (0: in order)",
+    )
+    carrier.add_argument(
+        "--twilio-auth-token", metavar="TOKEN", help="twilio: sign the upgrade with this token"
+    )
+    carrier.add_argument(
+        "--telnyx-token", metavar="TOKEN", help="telnyx: send this streaming auth token"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -1500,7 +1663,7 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
     """Build :class:`CallOptions` from parsed arguments; bad values raise ``ConfigError``."""
     return CallOptions(
         url=args.url,
-        rate=args.rate,
+        rate=args.rate or (CallOptions.rate if args.carrier == "vonage" else CARRIER_RATE),
         seconds=args.seconds,
         headers=parse_pairs(args.header, "--header"),
         wav=args.wav,
@@ -1518,6 +1681,11 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
         extra_headers=parse_pairs(args.http_header, "--http-header", separator=":"),
         ca_file=args.ca_file,
         insecure=args.insecure,
+        carrier=args.carrier,
+        encoding=args.encoding,
+        reorder_every=args.reorder_every,
+        twilio_auth_token=args.twilio_auth_token,
+        telnyx_token=args.telnyx_token,
     )
 
 
@@ -1547,14 +1715,14 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     """Register ``call URL`` and ``load URL --calls N``; each sets ``func(args) -> int``."""
     call = subparsers.add_parser(
         "call",
-        help="play one Vonage call against a bridge and report",
+        help="play one Vonage (or --carrier) call against a bridge and report",
         description="Connect like Vonage, send paced 20 ms frames, measure what comes back.",
     )
     _add_call_arguments(call)
     call.set_defaults(func=_cli_call)
     load = subparsers.add_parser(
         "load",
-        help="play N concurrent Vonage calls and report aggregates",
+        help="play N concurrent Vonage (or --carrier) calls and report aggregates",
         description=(
             "N simulated calls started evenly over --ramp, in one process or spread over "
             "--procs processes (one event loop and one sender each)."

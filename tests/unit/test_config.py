@@ -74,6 +74,7 @@ def test_every_field_can_come_from_cli_or_env() -> None:
         "log_level": ("debug", "debug"),
         "log_format": ("json", "json"),
         "transport": ("websockets", "websockets"),
+        "carrier": ("twilio", "twilio"),
         # call modes
         "upstream": ("wss://stt.example/v1?lang=en", "wss://stt.example/v1?lang=en"),
         "upstream_rate": ("16000", 16000),
@@ -103,6 +104,8 @@ def test_every_field_can_come_from_cli_or_env() -> None:
         "vonage_signature_secret": ("sig-secret", "sig-secret"),
         "vonage_api_key": ("abcd1234", "abcd1234"),
         "vonage_application_id": ("app-1", "app-1"),
+        "twilio_auth_token": ("tw-token", "tw-token"),
+        "telnyx_stream_token": ("tx-token", "tx-token"),
         "jwt_max_age_s": ("60", 60.0),
         "tls_cert": ("/etc/cert.pem", "/etc/cert.pem"),
         "tls_key": ("/etc/key.pem", "/etc/key.pem"),

@@ -249,6 +249,8 @@ INVALID: list[dict[str, object]] = [
     {"transcript_url": "ftp://app.example/hook"},
     {"token": ""},
     {"vonage_signature_secret": ""},
+    {"twilio_auth_token": ""},
+    {"telnyx_stream_token": ""},
     {"vonage_api_key": ""},
     {"vonage_application_id": "app"},
     {"jwt_max_age_s": -1},

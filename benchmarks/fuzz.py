@@ -59,6 +59,7 @@ from benchmarks.fuzz_inputs import (
 )
 from benchmarks.live import LiveServer, other_cpu_pct
 from bridge.runtime import run
+from bridge.units import content_type
 
 #: RSS after the run may exceed the baseline by this much (allocator arenas, caches).
 RSS_SLACK = 0.10
@@ -736,7 +737,7 @@ async def upstream_fuzz(
                     + frame(
                         1,
                         json.dumps(
-                            {"event": "websocket:connected", "content-type": "audio/l16;rate=16000"}
+                            {"event": "websocket:connected", "content-type": content_type(16000)}
                         ).encode(),
                     )
                 )

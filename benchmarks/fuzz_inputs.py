@@ -32,7 +32,7 @@ from bridge.errors import PeerError
 from bridge.protocol.carrier import Stopped
 from bridge.protocol.vonage import build_connected, parse_event
 from bridge.server import CLOSE_CODES
-from bridge.units import SUPPORTED_RATES
+from bridge.units import SUPPORTED_RATES, content_type
 
 OPEN = "open"
 ANY = "any"
@@ -262,7 +262,7 @@ VONAGE_TEMPLATES: list[Any] = [
     {"event": "websocket:dtmf", "dtmf": {"digit": "#", "duration": 100}},
     {"event": "websocket:cleared"},
     {"event": "websocket:notify", "payload": {"name": "prompt-1", "n": 3}},
-    {"event": "websocket:connected", "content-type": "audio/l16;rate=16000"},
+    {"event": "websocket:connected", "content-type": content_type(16000)},
     {"event": "something-new", "data": {"x": 1}},
 ]
 

@@ -14,6 +14,12 @@ and assert exact send times. The asyncio side keeps one ``loop.call_at`` handle 
 wake-up across all calls (the ``arm`` callback of :class:`Scheduler`; the server's
 ``_arm_timer``): no task per call, no timer per frame (docs/architecture.md s.5).
 
+One call's fault never stops another's audio: a stream whose send path raises (a faulty
+outbound tap, a marker callback) is closed and handed to its ``on_error`` (the call decides
+what that means: close it with 1011, log it); the tick goes on with every other due stream
+and the next wake-up is requested before any error is reported. The guard is one ``try``
+around each stream's pump, not one per frame.
+
 Import rule: standard library, ``bridge.audio`` and ``bridge.units`` only (no asyncio).
 """
 
@@ -74,6 +80,7 @@ class OutboundStream:
         "lead_ns",
         "max_lateness_ns",
         "next_slot",
+        "on_error",
         "on_room",
         "send_frame",
         "send_marker",
@@ -102,6 +109,9 @@ class OutboundStream:
         self.wake_ns: int | None = None
         self.closed = False
         self.on_room: Callable[[], None] | None = None
+        #: Called with the exception when this stream's send path raised (the stream is
+        #: closed by then); without it the scheduler raises it after finishing its tick.
+        self.on_error: Callable[[Exception], None] | None = None
         self._cleared = False
 
     def deadline_ns(self, slot: int) -> int:
@@ -234,35 +244,75 @@ class Scheduler:
 
     def push(self, stream: OutboundStream, frame: bytes, now_ns: int | None = None) -> None:
         """Queue ``frame`` on ``stream``; ``now_ns``: the caller's clock reading, if it has one."""
+        if stream.closed:
+            return
         now = self.clock.now_ns() if now_ns is None else now_ns
-        wake = stream.push(frame, now)
+        try:
+            wake = stream.push(frame, now)
+        except Exception as exc:
+            self._failed([(stream, exc)])
+            return
         if wake is not None:
             self._schedule(stream, wake)
 
     def mark(self, stream: OutboundStream, payload: Any) -> None:
-        self._schedule(stream, stream.mark(payload, self.clock.now_ns()))
+        if stream.closed:
+            return
+        try:
+            wake = stream.mark(payload, self.clock.now_ns())
+        except Exception as exc:
+            self._failed([(stream, exc)])
+            return
+        self._schedule(stream, wake)
 
     def service(self, now_ns: int | None = None, early_ns: int = 0) -> int | None:
         """Pump every stream that is due; returns the earliest future wake-up (or ``None``).
 
         ``early_ns``: also serve what falls due within this much of now (sent that much
-        early), so one timer wake-up serves every call whose deadline is that close.
+        early), so one timer wake-up serves every call whose deadline is that close. A stream
+        whose pump raises is closed and reported (``on_error``) after the others have been
+        serviced and the next wake-up requested.
         """
         now = (self.clock.now_ns() if now_ns is None else now_ns) + early_ns
         self._armed_ns = None
         heap = self._heap
+        failed: list[tuple[OutboundStream, Exception]] = []
         while heap and heap[0][0] <= now:
             wake, _, stream = heapq.heappop(heap)
             if stream.closed or stream.wake_ns != wake:
                 continue
             stream.wake_ns = None
-            self._schedule(stream, stream.pump(now), arm=False)
+            try:
+                next_wake = stream.pump(now)
+            except Exception as exc:
+                failed.append((stream, exc))
+                continue
+            self._schedule(stream, next_wake, arm=False)
         while heap and (heap[0][2].closed or heap[0][2].wake_ns != heap[0][0]):
             heapq.heappop(heap)
         next_wake = heap[0][0] if heap else None
         if next_wake is not None:
             self._request(next_wake)
+        if failed:
+            self._failed(failed)
         return next_wake
+
+    def _failed(self, failed: list[tuple[OutboundStream, Exception]]) -> None:
+        """Close each failed stream and hand its error to its owner; an error nobody owns
+        (or one its handler raised) is raised once every stream has been told."""
+        unowned: Exception | None = None
+        for stream, exc in failed:
+            stream.closed = True
+            stream.wake_ns = None
+            if stream.on_error is None:
+                unowned = unowned or exc
+                continue
+            try:
+                stream.on_error(exc)
+            except Exception as handler_exc:
+                unowned = unowned or handler_exc
+        if unowned is not None:
+            raise unowned
 
     def _schedule(self, stream: OutboundStream, wake_ns: int | None, arm: bool = True) -> None:
         if wake_ns is None or stream.closed:

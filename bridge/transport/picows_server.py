@@ -142,7 +142,7 @@ class PicowsServerConnection(WSListener, ServerSide):
         if verdict.status_code != 101:
             self.respond(
                 verdict.status_code,
-                verdict.body,
+                bytes(verdict.body),
                 headers=[(k, v) for k, v in verdict.headers.raw_items() if k == "Upgrade"],
             )
             return int(verdict.status_code)

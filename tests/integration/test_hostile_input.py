@@ -18,6 +18,7 @@ from bridge.config import ServerConfig
 from bridge.handlers import build_handler
 from bridge.server import BridgeServer
 from bridge.simulator import CallOptions, run_call
+from bridge.transcript_post import TranscriptPoster
 from tests.helpers import running_server, url_of, wait_s
 
 CONNECTED = json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=16000"})
@@ -205,3 +206,29 @@ async def test_an_upstream_that_nests_too_deep_or_sends_lone_surrogates_is_logge
     messages = [line["message"] for line in lines if line["type"] == "upstream"]
     assert messages[0].startswith("[[[[")  # kept as text, as a message that is not JSON is
     assert messages[1] == {"action": "note", "text": "\ud800"}  # written, escaped
+
+
+async def test_a_transcript_with_a_lone_surrogate_is_posted_and_the_queue_goes_on() -> None:
+    # The poster encoded its body as UTF-8 and raised: its task died, and no transcript
+    # after that one was ever posted.
+    bodies: list[bytes] = []
+
+    async def receive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        bodies.append(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    collector = await asyncio.start_server(receive, "127.0.0.1", 0)
+    port = collector.sockets[0].getsockname()[1]
+    poster = TranscriptPoster(f"http://127.0.0.1:{port}/t")
+    try:
+        poster.post({"call_id": "c", "text": "\ud800"})
+        poster.post({"call_id": "c", "text": "after"})
+        await poster.close(timeout_s=wait_s(5))
+    finally:
+        collector.close()
+        await collector.wait_closed()
+    assert [json.loads(b)["text"] for b in bodies] == ["\ud800", "after"]

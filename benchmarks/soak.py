@@ -360,15 +360,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--kill-every-s", type=float, default=120.0)
     parser.add_argument("--transport", default="auto")
-    parser.add_argument("--out", default="soak.json", help="file name under benchmarks/results")
+    parser.add_argument(
+        "--out", default="soak.json", help="file name under benchmarks/results (or a full path)"
+    )
     parser.add_argument("--plot", metavar="PNG", help="draw the curves here")
+    parser.add_argument(
+        "--ci",
+        action="store_true",
+        help="CI's short run: fail on crashes, tracebacks, error lines and lost audio only; "
+        "RSS growth and loop lag are printed (a minute cannot show growth after a 5-minute "
+        "warm-up, and CI's machine is shared)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         result = run(soak_async(args, Path(tmp)))
+    verdict = result["verdict"]
+    if args.ci:
+        printed = [f for f in verdict["failures"] if ": RSS grew" in f or f.startswith("loop lag")]
+        verdict["not_judged_in_ci"] = printed
+        verdict["failures"] = [f for f in verdict["failures"] if f not in printed]
     path = harness.write_json(args.out, result)
     if args.plot:
         plot(result, Path(args.plot))
-    verdict = result["verdict"]
     print(
         json.dumps({k: v for k, v in result.items() if k not in ("samples", "machine")}, indent=1)
     )

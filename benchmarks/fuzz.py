@@ -846,6 +846,12 @@ def summarize_calls(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "rtt_p99_ms_worst_call": max(p99s) if p99s else None,
         "rtt_max_ms": max((r["rtt_max_ms"] or 0) for r in reports) if reports else None,
         "client_overloaded": any(r.get("client_overloaded") for r in reports),
+        # Per call, in order: which calls missed the goal, and whether their own client was
+        # late (sender lateness p99 over 2 ms: the machine, not the server, held it back).
+        "rtt_p99_ms_per_call": [r.get("rtt_p99_ms") for r in reports],
+        "client_lateness_p99_ms_per_call": [r.get("lateness_p99_ms") for r in reports],
+        "calls_over_goal": sum(1 for p in p99s if p > RTT_P99_GOAL_MS),
+        "calls_client_overloaded": sum(1 for r in reports if r.get("client_overloaded")),
     }
 
 
@@ -853,7 +859,9 @@ def summarize_calls(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def quotas(total: int) -> dict[str, int]:
-    return {name: max(1, round(total * share)) for name, share in SHARES.items()}
+    """``total`` inputs split over the layers by their shares (normalised: they need not sum to 1)."""
+    whole = sum(SHARES.values())
+    return {name: max(1, round(total * share / whole)) for name, share in SHARES.items()}
 
 
 async def fuzz_backend(

@@ -172,7 +172,9 @@ async def sampler(soak: Soak, servers: dict[str, LiveServer]) -> None:
         row: dict[str, Any] = {"t_s": round(soak.now(), 1)}
         for name, server in servers.items():
             metrics = await loop.run_in_executor(None, server.metrics)
-            window = histogram_delta(metrics, last.get(name, {}), "bridge_event_loop_lag_seconds")
+            before = last.get(name, {})
+            window = histogram_delta(metrics, before, "bridge_event_loop_lag_seconds")
+            dropped = "bridge_inbound_dropped_frames_total"
             last[name] = metrics
             p99 = histogram_quantile(window, "bridge_event_loop_lag_seconds", 0.99)
             row[name] = {
@@ -181,6 +183,9 @@ async def sampler(soak: Soak, servers: dict[str, LiveServer]) -> None:
                 "tasks": metrics.get("bridge_event_loop_tasks", -1),
                 "calls": metrics.get("bridge_calls_active", -1),
                 "loop_lag_p99_ms": None if p99 is None else round(p99 * 1000, 2),
+                # Caller frames the server dropped because its handler fell 1 s behind (a
+                # burst after a stall): where lost audio went, on the server's side.
+                "dropped_behind": metrics.get(dropped, 0.0) - before.get(dropped, 0.0),
                 "alive": server.alive(),
             }
         t = soak.now()
@@ -232,6 +237,9 @@ def judge(soak: Soak, minutes: float) -> dict[str, Any]:
         "rss_growth_after_warmup": growth,
         "frames_lost_outside_outages": lost,
         "frames_lost_in_outages": sum(e.frames_lost for e in soak.ended if e.in_outage),
+        "server_dropped_behind": {
+            name: sum(s[name].get("dropped_behind", 0) for s in soak.samples) for name in names
+        },
         "loop_lag_p99_ms_worst_window": worst_lag,
         "failures": failures,
     }

@@ -10,9 +10,13 @@ sending slightly ahead). The grid never slides:
   audio takes the current slot, so a burst after silence cannot be dumped into Vonage's buffer.
 
 Everything here is synchronous and driven by ``now_ns`` values, so tests use :class:`FakeClock`
-and assert exact send times. The asyncio side keeps one ``loop.call_at`` handle for the earliest
-wake-up across all calls (the ``arm`` callback of :class:`Scheduler`; the server's
-``_arm_timer``): no task per call, no timer per frame (docs/architecture.md s.5).
+and assert exact send times. The asyncio side keeps one timer for the earliest wake-up across
+all calls (the ``arm`` callback of :class:`Scheduler`; ``bridge.pacer.Pacer``): no task per
+call, no timer per frame (docs/architecture.md s.5).
+
+The scheduler paces anything :class:`Paced` (a ``pump(now)`` that says when it next needs
+service): the server's outbound streams, and the simulator's senders, delay lines and agents,
+so the whole project runs on one clock and one schedule.
 
 Import rule: standard library, ``bridge.audio`` and ``bridge.units`` only (no asyncio).
 """
@@ -26,6 +30,9 @@ from typing import Any, Protocol
 
 from bridge.audio.playout import Marker, PlayoutBuffer
 from bridge.units import FRAME_NS, MS
+
+#: "No wake-up pending": later than any monotonic reading.
+NEVER_NS = 1 << 62
 
 
 class Clock(Protocol):
@@ -202,12 +209,27 @@ class OutboundStream:
             self.on_room()
 
 
+class Paced(Protocol):
+    """What the scheduler services: something that sends (or does) what is due by ``now_ns``.
+
+    ``pump`` returns when it next needs service (``None``: not until it is added again);
+    ``wake_ns`` is the scheduler's bookkeeping (the wake-up it holds for the item, if any);
+    ``closed`` retires the item at its next wake-up.
+    """
+
+    wake_ns: int | None
+    closed: bool
+
+    def pump(self, now_ns: int) -> int | None: ...
+
+
 class Scheduler:
-    """Services every call's stream from one clock and one pending wake-up.
+    """Services every :class:`Paced` item (a call's stream, a simulated caller) from one
+    clock and one pending wake-up.
 
     ``arm`` is how the scheduler asks its owner for a callback at an absolute time; the asyncio
-    owner implements it with a single ``loop.call_at`` handle, a test with a fake clock calls
-    :meth:`service` directly.
+    owner (``bridge.pacer.Pacer``) implements it with a single loop timer, a test with a fake
+    clock calls :meth:`service` directly.
     """
 
     def __init__(
@@ -217,7 +239,7 @@ class Scheduler:
             raise ValueError("lead_ms must be >= 0")
         self.clock = clock
         self.lead_ns = lead_ms * MS
-        self._heap: list[tuple[int, int, OutboundStream]] = []
+        self._heap: list[tuple[int, int, Paced]] = []
         self._seq = 0
         self._arm = arm
         self._armed_ns: int | None = None
@@ -242,6 +264,16 @@ class Scheduler:
     def mark(self, stream: OutboundStream, payload: Any) -> None:
         self._schedule(stream, stream.mark(payload, self.clock.now_ns()))
 
+    def add(self, item: Paced, wake_ns: int | None) -> None:
+        """Service ``item`` at ``wake_ns`` (or earlier, if it already waits for an earlier one)."""
+        self._schedule(item, wake_ns)
+
+    @property
+    def next_wake_ns(self) -> int:
+        """The earliest wake-up held (:data:`NEVER_NS` if none); may be a retired item's."""
+        heap = self._heap
+        return heap[0][0] if heap else NEVER_NS
+
     def service(self, now_ns: int | None = None, early_ns: int = 0) -> int | None:
         """Pump every stream that is due; returns the earliest future wake-up (or ``None``).
 
@@ -264,7 +296,7 @@ class Scheduler:
             self._request(next_wake)
         return next_wake
 
-    def _schedule(self, stream: OutboundStream, wake_ns: int | None, arm: bool = True) -> None:
+    def _schedule(self, stream: Paced, wake_ns: int | None, arm: bool = True) -> None:
         if wake_ns is None or stream.closed:
             return
         if stream.wake_ns is not None and stream.wake_ns <= wake_ns:

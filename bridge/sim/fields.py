@@ -186,12 +186,12 @@ def show(value: Any, unit: str = "") -> str:
     return f"{text} {unit}" if unit else text
 
 
-def text_lines(report: Any, width: int = 10) -> list[str]:
-    """One line per declared ``line`` (labels and values in order); a line whose values
-    are all ``None`` is left out (a figure that was not measured)."""
+def text_lines(report: Any, width: int = 10, skip: tuple[str, ...] = ()) -> list[str]:
+    """One line per declared ``line`` (labels and values in order), but those in ``skip``;
+    a line whose values are all ``None`` is left out (a figure that was not measured)."""
     lines: dict[str, list[tuple[str, Any, str]]] = {}
     for name, meta in declared(type(report)):
-        if meta.line is not None:
+        if meta.line is not None and meta.line not in skip:
             lines.setdefault(meta.line, []).append((meta.label, getattr(report, name), meta.unit))
     out = []
     for line, items in lines.items():

@@ -42,6 +42,10 @@ def overloaded(late99_ms: float | None, lag99_ms: float | None) -> bool:
     return any(v is not None and v > OVERLOAD_LATENESS_MS for v in (late99_ms, lag99_ms))
 
 
+#: Text lines about echoes, left out of a conversation's report (JSON keeps them).
+_ECHO_LINES = ("echo", "exact", "round trip", "late")
+
+
 def _overload_line(late99: float | None, lag99: float | None) -> list[str]:
     if not overloaded(late99, lag99):
         return []
@@ -401,23 +405,23 @@ class CallReport:
     )
     frames_matched: int = metric(
         0,
-        "frames",
+        "echo",
         "matched",
         source=Count("frames_matched"),
         help="echoes matched to a frame sent",
     )
     frames_lost: int = metric(
-        0, "frames", "lost", source=Count("frames_lost"), help="frames that never came back"
+        0, "echo", "lost", source=Count("frames_lost"), help="frames that never came back"
     )
     frames_not_exact: int = metric(
         0,
-        "frames",
+        "echo",
         "not exact",
         source=Count("frames_not_exact"),
         help="frames that came back changed",
     )
     out_of_order: int = metric(
-        0, "frames", "out of order", source=Count("out_of_order"), help="echoes out of order"
+        0, "echo", "out of order", source=Count("out_of_order"), help="echoes out of order"
     )
     rtt_p50_ms: float | None = metric(
         None, "round trip", "p50", unit="ms", source=Pct("rtt", 50), help="echo round trip"
@@ -596,10 +600,12 @@ class CallReport:
         """A short human-readable summary."""
         if not self.connected:
             return f"call {self.url}: could not connect: {self.error}"
+        # A conversation's far end is an agent, not an echo: its echo figures mean nothing.
+        skip = _ECHO_LINES if self.turns is not None else ()
         lines = [
             f"call {self.url}  rate {self.rate}  connected in {show(self.connect_ms)} ms  "
             f"lasted {self.duration_s:.2f} s",
-            *text_lines(self),
+            *text_lines(self, skip=skip),
             f"close      {self.close_code} {self.close_reason!r} by "
             f"{self.closed_by or 'nobody (dropped)'}"
             + (f"  error: {self.error}" if self.error else ""),
@@ -653,7 +659,7 @@ class LoadReport:
         0, "frames", "received", source=Sum("frames_received"), help="frames received"
     )
     frames_lost: int = metric(
-        0, "frames", "lost", source=Sum("frames_lost"), help="frames that never came back"
+        0, "echo", "lost", source=Sum("frames_lost"), help="frames that never came back"
     )
     bad_frames: int = metric(
         0, "frames", "bad size", source=Sum("bad_frames"), help="frames Vonage would refuse"
@@ -711,13 +717,13 @@ class LoadReport:
     procs: int = metric(1, None, help="load processes")
     frames_not_exact: int = metric(
         0,
-        "frames",
+        "echo",
         "not exact",
         source=Sum("frames_not_exact"),
         help="frames that came back changed",
     )
     out_of_order: int = metric(
-        0, "frames", "out of order", source=Sum("out_of_order"), help="echoes out of order"
+        0, "echo", "out of order", source=Sum("out_of_order"), help="echoes out of order"
     )
     frames_late_20ms: int = metric(
         0, "late", "over 20 ms", source=Sum("frames_late_20ms"), help="echoes later than 20 ms"
@@ -824,10 +830,11 @@ class LoadReport:
     def text(self) -> str:
         """A short human-readable summary of a load run."""
         procs = f" in {self.procs} processes" if self.procs > 1 else ""
+        skip = _ECHO_LINES if self.turns is not None else ()
         lines = [
             f"load {self.url}  {self.calls} calls{procs} over {self.ramp_s:.2f} s ramp, "
             f"lasted {self.duration_s:.2f} s",
-            *text_lines(self),
+            *text_lines(self, skip=skip),
             "close      "
             + (", ".join(f"{k}: {v}" for k, v in sorted(self.close_codes.items())) or "-"),
         ]

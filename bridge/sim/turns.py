@@ -188,7 +188,9 @@ class Hearing:
         spurts = self.spurts
         while spurts and spurts[-1].start_ns >= at_ns:
             spurts.pop()
-        if spurts and not spurts[-1].final:
+        if spurts:
+            # Final because a later spurt was queued (now cleared) is not final: only the
+            # gap heard after it, or this clear, ends it.
             last = spurts[-1]
             if last.end_ns + self.gap_ns > at_ns:
                 last.end_ns = min(last.end_ns, at_ns)
@@ -215,6 +217,13 @@ class Hearing:
                 return spurt if at_ns < spurt.end_ns + self.gap_ns else None
         return None
 
+    def audible_at(self, at_ns: int) -> Spurt | None:
+        """The spurt being heard at ``at_ns`` (not between words), if any."""
+        for spurt in reversed(self.spurts):
+            if spurt.start_ns <= at_ns:
+                return spurt if at_ns < spurt.end_ns else None
+        return None
+
     def silent_since(self, now_ns: int) -> int:
         """When the agent last spoke (as heard by ``now_ns``); 0 if never."""
         for spurt in reversed(self.spurts):
@@ -229,6 +238,8 @@ class _Turn:
     speech_start_ns: int
     speech_end_ns: int
     answer: Spurt | None = None
+    #: A barge-in whose start has not been heard yet (the agent may stop before it).
+    barge_pending: bool = False
     #: The spurt the caller barged in on, until it has stopped.
     barged: Spurt | None = None
     done: bool = False
@@ -290,15 +301,10 @@ class TurnEngine:
         end = now_ns + round(u.end * per_sample)
         row = TurnRow(len(self.turns), self._ms(start), self._ms(end))
         turn = _Turn(row, start, end)
-        barged = self.hearing.talking_at(start) if self.opts.barge_in_after_ms is not None else None
         if self.turns and self.opts.barge_in_after_ms is not None and self.turns[-1].answer:
             row.barge_in = True
             self.stats.barge_ins += 1
-            if barged is None:
-                row.stopped_by = "not talking"
-                self.stats.barge_in_not_talking += 1
-            else:
-                turn.barged = barged
+            turn.barge_pending = True  # whether the agent is talking: once speech starts
         self.turns.append(turn)
         self.current = turn
         self.k0 = k
@@ -337,6 +343,12 @@ class TurnEngine:
             if turn.done:
                 continue
             row = turn.row
+            if turn.barge_pending and now_ns >= turn.speech_start_ns:
+                turn.barge_pending = False
+                turn.barged = hearing.talking_at(turn.speech_start_ns)
+                if turn.barged is None:
+                    row.stopped_by = "not talking"
+                    self.stats.barge_in_not_talking += 1
             if turn.barged is not None and turn.barged.final:
                 spurt = turn.barged
                 row.barge_in_ms = round(max(0, spurt.end_ns - turn.speech_start_ns) / MS, 3)
@@ -355,7 +367,7 @@ class TurnEngine:
                     row.latency_ms = round(latency / MS, 3)
                     self.stats.latency.record(latency)
                     self.stats.answered += 1
-                    talking = hearing.talking_at(turn.speech_end_ns)
+                    talking = hearing.audible_at(turn.speech_end_ns)
                     if talking is not None and talking is not answer:
                         row.overlap = True
                         self.stats.overlaps += 1
@@ -366,7 +378,7 @@ class TurnEngine:
                 row.reply_end_ms = self._ms(turn.answer.end_ns)
             over = now_ns >= turn.speech_end_ns + (opts.answer_timeout_ms + MAX_REPLY_MS) * MS
             finished = row.answered is False or (turn.answer is not None and turn.answer.final)
-            if (finished and turn.barged is None) or over:
+            if (finished and turn.barged is None and not turn.barge_pending) or over:
                 if turn.barged is not None:
                     row.stopped_by = "not stopped"
                     self.stats.barge_in_not_stopped += 1

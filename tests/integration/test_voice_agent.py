@@ -1,0 +1,149 @@
+"""The voice-agent benchmark against agents whose behaviour is known, through a real bridge.
+
+``bridge agent`` answers each utterance exactly D ms after its end and stops R ms after the
+caller starts over it (by cutting what it streams, or by a ``clear``); bridge runs in forward
+mode in front of it, as in the README's worked example, and the simulator talks to bridge as
+Vonage would. The caller's utterance is real speech (the first 0.93 s of
+tests/data/billing_slt_16k.wav: "please connect"; at the default -40 dBFS threshold its
+speech runs from 249.25 ms to 906.625 ms). Every turn's
+measurement must be within 20 ms of what the agent was told to do.
+
+These run in real time, on the default transport backend only: what they check is the
+simulator's measurement, not the server transport (test_impairments.py checks bridge's side
+on both backends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge.audio.wav import read_wav, write_wav
+from bridge.config import ServerConfig
+from bridge.handlers import build_handler
+from bridge.sim import CallOptions, CallReport, TurnOptions, run_call
+from bridge.sim.agent import AgentOptions, AgentServer
+from tests.helpers import DATA, TRANSPORT, running_server, wait_s
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(TRANSPORT == "websockets", reason="real time: default backend run only"),
+]
+
+UTTERANCE_S = 0.93
+#: Where the cut's speech starts and ends at the default threshold (|sample| >= 328).
+SPEECH_MS = (249.25, 906.625)
+TOLERANCE_MS = 20.0
+
+
+@pytest.fixture
+def utterance(tmp_path: Path) -> Path:
+    samples, rate = read_wav(DATA / "billing_slt_16k.wav")
+    path = tmp_path / "please_connect.wav"
+    write_wav(path, samples[: round(UTTERANCE_S * rate)], rate)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def agent_behind_bridge(opts: AgentOptions) -> AsyncIterator[str]:
+    """``bridge agent`` with ``opts``, and a bridge forwarding to it; yields bridge's URL."""
+    agent = AgentServer(opts)
+    port = await agent.start()
+    upstream = f"ws://127.0.0.1:{port}/"
+    config = ServerConfig(port=0, mode="forward", upstream=upstream)
+    built = build_handler(config)
+    try:
+        async with running_server(built, mode="forward", upstream=upstream) as server:
+            yield f"ws://127.0.0.1:{server.port}/socket"
+    finally:
+        await agent.close()
+
+
+async def converse(opts: AgentOptions, turns: TurnOptions, utterance: Path) -> CallReport:
+    async with agent_behind_bridge(opts) as url:
+        return await run_call(CallOptions(url, wav=utterance, turns=turns, linger_s=0.1))
+
+
+async def test_turn_latency_is_the_agents_delay_within_20_ms(utterance: Path) -> None:
+    turns = TurnOptions(turns=10, pause_ms=200, gap_ms=100)
+    reports = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                converse(AgentOptions(answer_after_ms=d, reply_ms=300), turns, utterance)
+                for d in (300, 800)
+            )
+        ),
+        wait_s(90),
+    )
+    for delay, report in zip((300, 800), reports, strict=True):
+        t = report.turns
+        assert t is not None, report.text()
+        assert (t.turns_done, t.answered, t.unanswered) == (10, 10, 0), report.text()
+        latencies = [r.latency_ms for r in t.rows]
+        assert all(lat is not None and abs(lat - delay) <= TOLERANCE_MS for lat in latencies), (
+            delay,
+            latencies,
+        )
+        for figure in (t.latency_p50_ms, t.latency_p95_ms, t.latency_max_ms):
+            assert figure is not None and abs(figure - delay) <= TOLERANCE_MS
+        # Each turn's speech spans exactly the cut's, to the sample (1/16 ms).
+        for r in t.rows:
+            assert r.speech_end_ms - r.speech_start_ms == pytest.approx(
+                SPEECH_MS[1] - SPEECH_MS[0], abs=0.1
+            )
+        row = report.to_dict()["turns"]["rows"][0]
+        assert row["answered"] is True and abs(row["latency_ms"] - delay) <= TOLERANCE_MS
+        assert report.completed and report.bad_frames == 0
+
+
+@pytest.mark.parametrize(
+    ("clear", "send"), [(False, "realtime"), (True, "ahead")], ids=["cut", "clear"]
+)
+async def test_barge_in_reaction_is_the_agents_stop_within_20_ms(
+    utterance: Path, clear: bool, send: str
+) -> None:
+    stop_ms = 300
+    agent = AgentOptions(
+        answer_after_ms=300, stop_after_ms=stop_ms, clear=clear, send=send, reply_ms=1500
+    )  # type: ignore[arg-type]
+    turns = TurnOptions(turns=6, pause_ms=200, gap_ms=100, barge_in_after_ms=400)
+    report = await asyncio.wait_for(converse(agent, turns, utterance), wait_s(60))
+    t = report.turns
+    assert t is not None, report.text()
+    assert t.barge_ins == 5 and t.barge_in_stopped == 5, report.text()
+    assert t.barge_in_cleared == (5 if clear else 0)
+    reactions = [r.barge_in_ms for r in t.rows if r.barge_in]
+    assert all(r is not None and abs(r - stop_ms) <= TOLERANCE_MS for r in reactions), reactions
+    assert [r.stopped_by for r in t.rows if r.barge_in] == ["clear" if clear else "silence"] * 5
+    # Each barge-in began 400 ms into the answer it interrupted (plus at most a frame, plus
+    # the silence the utterance starts with).
+    for answered, barged in zip(t.rows, t.rows[1:], strict=False):
+        assert answered.answer_start_ms is not None
+        offset = barged.speech_start_ms - answered.answer_start_ms - SPEECH_MS[0]
+        assert 400 - 10 <= offset <= 400 + 30, offset
+    # bridge passed the agent's clear on, and the caller's buffer was emptied.
+    assert report.clears == (5 if clear else 0)
+    assert all(
+        lat is not None and abs(lat - 300) <= TOLERANCE_MS for lat in (r.latency_ms for r in t.rows)
+    )
+
+
+async def test_an_agent_that_sends_ahead_and_never_clears_is_heard_to_the_end(
+    utterance: Path,
+) -> None:
+    """What the lesson says: stopping sending does not stop what Vonage has buffered. The
+    agent "stops" 300 ms after being talked over but sent its 1.5 s answer at once."""
+    agent = AgentOptions(answer_after_ms=300, stop_after_ms=300, send="ahead", reply_ms=1500)
+    turns = TurnOptions(turns=2, pause_ms=200, gap_ms=100, barge_in_after_ms=400)
+    report = await asyncio.wait_for(converse(agent, turns, utterance), wait_s(30))
+    t = report.turns
+    assert t is not None and t.barge_ins == 1
+    barged = t.rows[1]
+    assert barged.barge_in_ms is not None and barged.stopped_by == "silence"
+    # Heard until its end: 1500 ms from its start, of which 400 ms + the utterance's leading
+    # silence had passed.
+    assert barged.barge_in_ms == pytest.approx(1500 - 400 - SPEECH_MS[0], abs=TOLERANCE_MS + 20)

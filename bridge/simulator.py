@@ -246,6 +246,10 @@ class _Source:
         self.silence = bytes(frame_bytes(opts.rate))
         self._cache_keys = [-1] * _STAMP_CACHE
         self._cache_frames = [self.silence] * _STAMP_CACHE
+        #: The stamp of each cached stamped frame, by the hash of its bytes: an echo that
+        #: came back unchanged is matched by the hash it needs anyway, without reading the
+        #: stamp out of its samples (which returns the same number, at several times the cost).
+        self.stamp_of: dict[int, int] = {}
         self.data: Samples | None = None
         if opts.wav is not None:
             try:
@@ -281,8 +285,11 @@ class _Source:
         if keys[slot] == k:
             return self._cache_frames[slot]
         frame = stamp_frame(self.frame(k), k & _SEQ_MASK)
+        if keys[slot] >= 0:
+            self.stamp_of.pop(hash(self._cache_frames[slot]), None)
         keys[slot] = k
         self._cache_frames[slot] = frame
+        self.stamp_of[hash(frame)] = k & _SEQ_MASK
         return frame
 
 
@@ -579,12 +586,20 @@ class _Ticker:
     def _run(self, now_ns: int) -> None:
         heap = self._heap
         horizon = now_ns + _EARLY_NS
+        seq = self._seq
         while heap and heap[0][0] <= horizon:
-            call = heapq.heappop(heap)[2]
-            due = call.tick(horizon)
-            if due is not None:
-                self._seq += 1
-                heapq.heappush(heap, (due, self._seq, call))
+            call = heap[0][2]
+            try:
+                due = call.tick(horizon)
+            except BaseException:
+                heapq.heappop(heap)  # (a bug: that call stops sending, the others do not)
+                raise
+            if due is None:
+                heapq.heappop(heap)
+            else:  # one sift instead of a pop and a push
+                seq += 1
+                heapq.heapreplace(heap, (due, seq, call))
+        self._seq = seq
         if heap:
             self.next_due_ns = heap[0][0]
             self._arm(self.next_due_ns)
@@ -800,7 +815,12 @@ class _Call:
         ring_index = self.ring_index
         if self.opts.stamp:
             top = self.frames_sent - 1
-            stamp = read_stamp(data) if self.link is None else self.link.read_stamp(data)
+            if self.link is None:
+                stamp = self.source.stamp_of.get(digest)
+                if stamp is None:  # not one of ours as sent (or no longer cached)
+                    stamp = read_stamp(data)
+            else:
+                stamp = self.link.read_stamp(data)
             index = top - ((top - stamp) & _SEQ_MASK)
             slot = index & _RING_MASK
             if index < 0 or ring_index[slot] != index or self.ring_hash[slot] != digest:

@@ -6,6 +6,11 @@ rate, cut into exact 20 ms frames and paced by the process-wide :class:`Schedule
 never touches a socket: the server gives it a :class:`CallIO` with three synchronous
 methods, which keeps this module testable without a network.
 
+A fault in one call's own path (an inbound tap such as the transcriber, an outbound tap such
+as the recorder, a synchronous audio sink, a marker) ends that call alone: it is closed with
+1011 and one error line with the traceback is logged; the transport and every other call
+never see the exception.
+
 Import rule: asyncio, the standard library, ``bridge.audio``, ``bridge.protocol``,
 ``bridge.pacing``, ``bridge.heard``, ``bridge.units``; never websockets.
 """
@@ -42,6 +47,8 @@ INBOUND_QUEUE_FRAMES = 50
 #: A writer waiting for room in play() is woken once this much room is free (100 ms).
 ROOM_WAKE_FRAMES = 5
 EVENT_QUEUE_MAX = 256
+#: Close code for a call ended by a fault in its own path (RFC 6455 "internal error").
+INTERNAL_ERROR = 1011
 DEVIATION_BUCKETS = 256
 DEVIATION_BUCKET_MS = 0.25
 _DEVIATION_BUCKET_NS = 250_000
@@ -121,6 +128,8 @@ class CallStats:
     last_clear_to_cleared_ms: float | None = None
     notifies_sent: int = 0
     notifies_heard: int = 0
+    #: Markers dropped because too many were queued (``bridge.audio.playout``).
+    notifies_dropped: int = 0
     # For the end-of-call summary and bridge/metrics.py (read once a second, never per frame).
     first_arrival_ns: int | None = None
     last_arrival_ns: int | None = None
@@ -229,15 +238,18 @@ class Call:
         self._out_framer = SampleFramer(frame_samples(self.rate))
         self._audio: _Inbox[Samples] = _Inbox(INBOUND_QUEUE_FRAMES)
         self._events: _Inbox[Event] = _Inbox(EVENT_QUEUE_MAX)
-        self._room_waiter: asyncio.Future[None] | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
+        # Every task waiting for room (play, flush) or for the queue to empty (drain).
+        self._room_waiters: list[asyncio.Future[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._clear_sent_ns: int | None = None
         self._ended = False
         self._hung_up = False
+        self._faulted = False
         self._stream = scheduler.open_stream(
             PlayoutBuffer(playout_max_ms), self._send_frame, self._send_marker
         )
         self._stream.on_room = self._on_room
+        self._stream.on_error = self._on_send_error
         buffer_frames = self._stream.buffer.max_frames
         self._room_wake_frames = max(1, min(ROOM_WAKE_FRAMES, buffer_frames // 4))
         #: The schedule's time origin: slot ``k`` plays from ``start_ns + k * 20 ms``.
@@ -288,7 +300,7 @@ class Call:
             # A whole frame at the call's rate stays bytes: no array round trip.
             while self._stream.buffer.room <= 0 and not self._ended:
                 await self._wait_room()
-            if not self._ended:
+            if not self._ended and not self._faulted:
                 self._scheduler.push(self._stream, audio)
             return
         samples = to_samples(audio) if isinstance(audio, bytes | bytearray) else audio
@@ -296,7 +308,7 @@ class Call:
         for frame in self._out_framer.push(out):
             while self._stream.buffer.room <= 0 and not self._ended:
                 await self._wait_room()
-            if self._ended:
+            if self._ended or self._faulted:
                 return
             self._scheduler.push(self._stream, to_bytes(frame))
 
@@ -354,7 +366,7 @@ class Call:
         for frame in frames:
             while self._stream.buffer.room <= 0 and not self._ended:
                 await self._wait_room()
-            if self._ended:
+            if self._ended or self._faulted:
                 return
             self._scheduler.push(self._stream, to_bytes(frame))
         if self._chunked and not self._ended:
@@ -364,8 +376,9 @@ class Call:
     async def drain(self) -> None:
         """Wait until everything queued has been sent to the caller."""
         while self._stream.buffer and not self._ended:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-            await self._drain_waiter
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
 
     def clear(self) -> None:
         """Barge-in: drop our queued audio AND tell Vonage to drop what it has buffered."""
@@ -382,8 +395,21 @@ class Call:
                 self._wire.send_clear()
 
     def notify(self, payload: Any) -> None:
-        """Place a marker after the audio queued so far; ``Notified`` comes back when heard."""
+        """Place a marker after the audio queued so far; ``Notified`` comes back when heard.
+
+        At most one marker per 20 ms of the playout bound waits in the queue; beyond that the
+        oldest waiting marker is dropped (``stats.notifies_dropped``, logged once per call).
+        """
+        buffer = self._stream.buffer
+        before = buffer.dropped_markers
         self._scheduler.mark(self._stream, payload)
+        if buffer.dropped_markers != before:
+            self.stats.notifies_dropped = buffer.dropped_markers
+            if before == 0:
+                log.warning(
+                    "too many notify markers queued: dropping the oldest",
+                    extra={"call_id": self.id, "max_markers": buffer.max_markers},
+                )
 
     def hangup(self, code: int = 1000, reason: str = "") -> None:
         """End the call now (queued audio is dropped; call :meth:`drain` first to keep it)."""
@@ -461,7 +487,16 @@ class Call:
 
         ``now_ns``: when it arrived (the connection reads the clock once per read). At the
         call's own rate a whole frame stays the bytes object that arrived, end to end.
+        Never raises: a fault here (an inbound tap, the sink) ends this call alone.
         """
+        if self._faulted:
+            return
+        try:
+            self._feed_audio(data, now_ns)
+        except Exception as exc:
+            self._fault("inbound audio path", exc)
+
+    def _feed_audio(self, data: bytes, now_ns: int | None) -> None:
         now = self._clock.now_ns() if now_ns is None else now_ns
         frames = self._in_framer.push(data)
         sink = self._sink
@@ -498,6 +533,15 @@ class Call:
         self.stats.inbound_dropped = self._audio.dropped
 
     def feed_event(self, event: Event) -> None:
+        """An event from Vonage; never raises (see :meth:`feed_audio`)."""
+        if self._faulted:
+            return
+        try:
+            self._feed_event(event)
+        except Exception as exc:
+            self._fault("inbound event path", exc)
+
+    def _feed_event(self, event: Event) -> None:
         if isinstance(event, Cleared) and self._clear_sent_ns is not None:
             self.stats.last_clear_to_cleared_ms = (self._clock.now_ns() - self._clear_sent_ns) / MS
             self.stats.pending_cleared_ms.append(self.stats.last_clear_to_cleared_ms)
@@ -602,25 +646,56 @@ class Call:
         self._flush_chunk()
 
     async def _wait_room(self) -> None:
-        self._room_waiter = asyncio.get_running_loop().create_future()
-        await self._room_waiter
+        waiter = asyncio.get_running_loop().create_future()
+        self._room_waiters.append(waiter)
+        await waiter
 
     def _on_room(self) -> None:
-        # Called for every frame sent: cheap when nobody waits. A writer waiting in play()
-        # is woken once a few frames of room have opened (_room_wake_frames), not per frame,
+        # Called for every frame sent: cheap when nobody waits. Writers waiting in play()
+        # are woken once a few frames of room have opened (_room_wake_frames), not per frame,
         # so a handler streaming a long prompt wakes every 100 ms rather than every 20 ms.
-        waiter = self._room_waiter
-        if waiter is not None and (
-            self._stream.buffer.room >= self._room_wake_frames or self._ended
+        # Every waiter is woken (any number of tasks may wait); each checks for room again.
+        if self._room_waiters and (
+            self._stream.buffer.room >= self._room_wake_frames or self._ended or self._faulted
         ):
-            self._room_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        waiter = self._drain_waiter
-        if waiter is not None and (not self._stream.buffer or self._ended):
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+            waiters, self._room_waiters = self._room_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        if self._drain_waiters and (not self._stream.buffer or self._ended):
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _on_send_error(self, exc: Exception) -> None:
+        self._fault("outbound path", exc)
+
+    def _fault(self, where: str, exc: Exception) -> None:
+        """This call's own path raised: close it with 1011, log once with the traceback.
+
+        Its queue is dropped and anyone waiting in ``play``/``drain`` returns; the handler
+        then sees the call end like a hang-up.
+        """
+        if self._faulted:
+            return
+        self._faulted = True
+        self._early_in = None
+        self._sink = None
+        self._stream.closed = True
+        self._stream.buffer.clear()
+        log.error(
+            "call failed in its %s: %s: %s",
+            where,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+            extra={"call_id": self.id},
+        )
+        self._on_room()
+        if not self._ended and not self._hung_up:
+            self._hung_up = True
+            self._io.close(INTERNAL_ERROR, "internal error")
 
     def _measure_arrival(self, now_ns: int) -> None:
         stats = self.stats
@@ -657,6 +732,7 @@ class Call:
             "jitter_ms": round(s.jitter_ms, 3),
             "underrun_frames": self._stream.underrun_slots,
             "playout_dropped": self._stream.buffer.dropped_frames,
+            "notifies_dropped": s.notifies_dropped,
             "clears": s.clears,
             **self._heard_summary(),
         }

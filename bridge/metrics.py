@@ -10,8 +10,14 @@ second, whatever the number of calls).
 
 With ``--workers N`` the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before starting the
 workers, prometheus-client's multiprocess mode writes every value to a file there, and any
-worker's ``/metrics`` sums all of them (gauges of live processes only). Single-process mode
-keeps values in memory and adds the process collector (CPU, memory, open files).
+worker's ``/metrics`` sums all of them (gauges of live processes only). Reading and summing
+every worker's files takes milliseconds of pure Python (5 ms measured with five processes'
+files), which on the event loop would stall every call, and in a thread would hold the GIL
+as long: so a helper process renders them (:class:`_Renderer`: ``python -c`` with a pipe each
+way, started at a worker's first scrape, gone when its pipe closes, so it never outlives its
+worker, even one killed with SIGKILL) about once a second, when the call counters are
+sampled, and a scrape answers with its latest render, at once. Single-process mode keeps values in memory and adds
+the process collector (CPU, memory, open files); rendering those is cheap and stays inline.
 
 Import rule: standard library, ``prometheus_client``, ``bridge.units``, ``bridge.call`` (types
 only), ``bridge.transcript_post`` (its process-wide counters).
@@ -19,8 +25,13 @@ only), ``bridge.transcript_post`` (its process-wide counters).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-from collections.abc import Iterable
+import struct
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
@@ -41,6 +52,8 @@ from bridge.units import FRAME_MS
 
 if TYPE_CHECKING:
     from bridge.call import Call, UpstreamCounters
+
+log = logging.getLogger("bridge.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -90,6 +103,7 @@ class Metrics:
         # The *_created series double the text and say nothing a restart counter doesn't.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.multiprocess = multiprocess_mode()
+        self._renderer: _Renderer | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         if not self.multiprocess:
@@ -167,6 +181,22 @@ class Metrics:
             "Caller audio the upstream never got (forward mode)",
             registry=r,
         )
+        self.transcription_failures = Counter(
+            "bridge_transcription_failures",
+            "Calls whose transcription failed (the recogniser raised or its process died)",
+            registry=r,
+        )
+        self.transcription_not_decoded = Counter(
+            "bridge_transcription_not_decoded_seconds",
+            "Caller audio the recogniser never decoded (overload or failure)",
+            registry=r,
+        )
+        #: Counters fed from a mode's process-wide totals (``BuiltHandler.counters``).
+        self._totals: dict[str, Counter] = {
+            "transcription_failures": self.transcription_failures,
+            "transcription_not_decoded_seconds": self.transcription_not_decoded,
+        }
+        self._totals_seen: dict[str, float] = {}
         self.service_errors = Counter(
             "bridge_upstream_service_errors",
             "Errors a speech service reported (error messages, closes, refusals), by service "
@@ -260,13 +290,137 @@ class Metrics:
         for f in fields(PostStats):
             setattr(seen, f.name, getattr(POST_STATS, f.name))
 
+    def sample_totals(self, totals: Mapping[str, float]) -> None:
+        """Add what a mode's cumulative totals grew by since the last look (names unknown
+        here are ignored)."""
+        for name, value in totals.items():
+            counter = self._totals.get(name)
+            if counter is None:
+                continue
+            grown = value - self._totals_seen.get(name, 0.0)
+            if grown > 0:
+                counter.inc(grown)
+                self._totals_seen[name] = value
+
     def exposition(self) -> bytes:
-        """The text format for ``GET /metrics``: this process, or all workers' files."""
-        if self.multiprocess:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+        """The text format for ``GET /metrics``: this process, or all workers' files.
+
+        With ``--workers`` the answer is the helper process's latest render (at most about a
+        second old, like the call counters it sums); only the first scrape of a worker, and
+        a scrape while its helper is being replaced, renders here.
+        """
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        renderer = self._renderer
+        if renderer is not None and renderer.failed:
+            log.warning("metrics helper process failed: %s", renderer.failed)
+            self.close()
+            renderer = None
+        if renderer is None:
+            try:
+                self._renderer = _Renderer()
+            except (OSError, RuntimeError) as exc:  # no loop, or no process could start
+                log.warning("cannot start the metrics helper process: %s", exc)
+        elif renderer.latest is not None:
+            return renderer.latest
+        return render_multiprocess()
+
+    def refresh(self) -> None:
+        """Ask the helper for a new render (about once a second; no-op without one)."""
+        if self._renderer is not None:
+            self._renderer.request()
+
+    def close(self) -> None:
+        """Stop the render helper process, if one was started."""
+        renderer, self._renderer = self._renderer, None
+        if renderer is not None:
+            renderer.close()
+
+
+_LENGTH = struct.Struct("<Q")
+
+
+class _Renderer:
+    """A helper process that renders the multiprocess metrics on request, one at a time.
+
+    Protocol: a newline on its stdin asks for a render; it answers on stdout with the
+    length (8 bytes) and the text. It exits when its stdin closes (this process is gone).
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from bridge.metrics import render_loop; render_loop()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin = self._proc.stdin
+        self._stdout = self._proc.stdout
+        self._fd = self._stdout.fileno()
+        os.set_blocking(self._fd, False)
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._buffer = bytearray()
+        self._in_flight = False
+        #: The last render, and why the helper stopped working (``None`` while it works).
+        self.latest: bytes | None = None
+        self.failed: str | None = None
+        self.request()
+
+    def request(self) -> None:
+        if self._in_flight or self.failed:
+            return
+        try:
+            self._stdin.write(b"\n")
+            self._stdin.flush()
+        except OSError as exc:
+            self.failed = str(exc) or type(exc).__name__
+            return
+        self._in_flight = True
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
+        self._proc.kill()
+        self._proc.wait()
+        self._stdin.close()
+        self._stdout.close()
+
+    def _on_readable(self) -> None:
+        try:
+            chunk = os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            chunk, self.failed = b"", str(exc)
+        if not chunk:
+            self._loop.remove_reader(self._fd)
+            self.failed = self.failed or "it exited"
+            return
+        self._buffer += chunk
+        if len(self._buffer) < _LENGTH.size:
+            return
+        (size,) = _LENGTH.unpack_from(self._buffer)
+        if len(self._buffer) < _LENGTH.size + size:
+            return
+        self.latest = bytes(self._buffer[_LENGTH.size : _LENGTH.size + size])
+        del self._buffer[: _LENGTH.size + size]
+        self._in_flight = False
+
+
+def render_loop() -> None:
+    """The helper process's main: one render per line on stdin, until stdin closes."""
+    out = sys.stdout.buffer
+    for _ in sys.stdin.buffer:
+        text = render_multiprocess()
+        out.write(_LENGTH.pack(len(text)) + text)
+        out.flush()
+
+
+def render_multiprocess() -> bytes:
+    """Every worker's values summed, from the files in ``PROMETHEUS_MULTIPROC_DIR``."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
 
 
 def _upstream_figures(link: UpstreamCounters | None) -> tuple[int, float, float]:

@@ -35,11 +35,12 @@ from websockets.http11 import Request
 from bridge.audio.resample import Resampler
 from bridge.auth import Authenticator, Credentials, check_exposure
 from bridge.banner import print_banner
-from bridge.call import DEVIATION_BUCKET_MS, Call, Handler
+from bridge.call import DEVIATION_BUCKET_MS, INTERNAL_ERROR, Call, Handler
 from bridge.carriers import CarrierSession
 from bridge.config import ServerConfig
 from bridge.endpoints import EndpointError
 from bridge.errors import ConfigError, Fault, PeerError
+from bridge.filewriter import written as file_writes_done
 from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, phone_url, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
 from bridge.pacer import Pacer
@@ -61,7 +62,6 @@ log = logging.getLogger("bridge.server")
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
-INTERNAL_ERROR = 1011
 #: Close code for a call ended by a limit (idle, duration): "policy violation".
 LIMIT_CLOSE = POLICY_VIOLATION
 
@@ -228,12 +228,14 @@ class BridgeServer:
         lost = [c.lost for c in self.connections]
         if lost:
             await asyncio.wait(lost, timeout=CLOSE_TIMEOUT_S + 1)
+        await file_writes_done()  # recordings and call logs complete on disk
         if self._server is not None:
             await self._server.wait_closed()
         self.pacer.close()
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
+        self.metrics.close()
 
     def refused(self, reason: str) -> None:
         self.metrics.refused.labels(reason).inc()
@@ -254,6 +256,7 @@ class BridgeServer:
         now = loop.time()
         self.metrics.loop_lag.observe(max(0.0, now - self._tick_due))
         self._sample(per_second=True)
+        self.metrics.refresh()  # --workers: the helper renders what the next scrape answers
         idle_ns = round(self.config.idle_timeout_s * 1e9)
         now_ns = self.clock.now_ns()
         for conn in list(self.connections):
@@ -273,6 +276,9 @@ class BridgeServer:
         self.metrics.sample(
             ((c.call, c.meter) for c in self.connections if c.call is not None), per_second
         )
+        counters = getattr(self.handler, "counters", None)  # a BuiltHandler's mode totals
+        if counters is not None:
+            self.metrics.sample_totals(counters())
 
     def _metrics_text(self) -> bytes:
         self._sample()
@@ -632,7 +638,7 @@ class CallLogic(ServerSide):
                 type(exc).__name__,
                 exc,
                 extra={"call_id": call.id},
-                exc_info=log.isEnabledFor(logging.DEBUG),
+                exc_info=exc,
             )
             call.hangup(INTERNAL_ERROR, "handler error")
 

@@ -12,6 +12,13 @@ a decoder (reused across calls: loading the model takes ~0.3 s). Each utterance 
 whole when it ends (see ``_decode``) and comes back with its start and end time in the call's
 audio and its words with their times.
 
+A recogniser that fails never fails silently, nor for more than the calls it was serving: an
+exception while decoding one call ends that call's transcription only (the worker forgets its
+state and keeps serving the others), and a worker process that dies (killed, out of memory, a
+crash in the C library) fails the calls it held and is replaced for the next ones. Every
+result says how far the call's audio is *settled* (decoded, or judged not to be speech), so
+that a failed call can say exactly how much of it was never decoded.
+
 pocketsphinx is an optional dependency (``pip install 'bridge[asr]'``); it is imported only in
 the workers, and :func:`check_available` tells the CLI early when it is missing.
 
@@ -20,14 +27,20 @@ Import rule: standard library and ``bridge.errors``; pocketsphinx in worker func
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import logging
 import multiprocessing
+import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.errors import ConfigError
+
+log = logging.getLogger("bridge.transcribe")
 
 #: The rate the recogniser's acoustic model wants.
 ASR_RATE = 16000
@@ -36,6 +49,9 @@ _DECODER_FRAMES_PER_S = 100
 _BPS = ASR_RATE * 2  # bytes per second of 16-bit audio
 #: Endpointer frames (30 ms) kept before an utterance and decoded with it (see ``_feed``).
 PREROLL_FRAMES = 5
+#: The endpointer decides speech/non-speech over this window (pocketsphinx's default): the
+#: last window of audio it was given is not decided yet.
+ENDPOINTER_WINDOW_S = 0.3
 #: A longer utterance is cut and decoded in pieces (bounded memory and latency).
 MAX_UTTERANCE_S = 30
 _FILLERS = ("<s>", "</s>", "<sil>", "[NOISE]", "<unk>")
@@ -66,6 +82,34 @@ class Utterance:
         }
 
 
+@dataclass(frozen=True)
+class FeedResult:
+    """What one batch of a call's audio gave: the utterances it ended, and how far (in bytes
+    of 16 kHz audio from the call's start) everything is settled: decoded into utterances
+    already returned, or judged not to be speech. Audio past it is still in the recogniser."""
+
+    utterances: list[Utterance]
+    settled_bytes: int
+
+
+class RecogniserError(Exception):
+    """A call's recogniser failed: its process died, or decoding raised."""
+
+
+@dataclass
+class AsrTotals:
+    """Process-wide transcription counters, read by the metrics sampler (``counters``)."""
+
+    failed_calls: int = 0
+    not_decoded_ms: int = 0
+
+    def counters(self) -> dict[str, float]:
+        return {
+            "transcription_failures": self.failed_calls,
+            "transcription_not_decoded_seconds": self.not_decoded_ms / 1000,
+        }
+
+
 def check_available(needed_by: str) -> None:
     """Raise ``ConfigError`` with the fix when pocketsphinx is not installed; the message
     names ``needed_by`` (the setting that asked for transcription)."""
@@ -77,20 +121,31 @@ def check_available(needed_by: str) -> None:
 
 
 class AsrPool:
-    """``processes`` single-worker executors; a call sticks to one (``assign``)."""
+    """``processes`` single-worker executors; a call sticks to one (``assign``).
+
+    A worker process that dies is replaced when the next batch is sent to it; the calls whose
+    state it held get :class:`RecogniserError` for every later batch (their audio cannot be
+    decoded from the middle of an utterance), new calls go to the new process.
+    """
 
     def __init__(self, processes: int = 1) -> None:
         if processes < 1:
             raise ValueError("need at least one ASR process")
         # spawn, not fork: forking a process that runs an event loop and threads is unsafe
         # (and deprecated from Python 3.12); the worker imports only this module and numpy.
-        context = multiprocessing.get_context("spawn")
-        self._executors = [
-            ProcessPoolExecutor(max_workers=1, mp_context=context) for _ in range(processes)
-        ]
+        self._context = multiprocessing.get_context("spawn")
+        self._executors = [self._new_executor() for _ in range(processes)]
         self._load = [0] * processes
+        #: Calls with state in each worker (fed and not yet final).
+        self._keys: list[set[str]] = [set() for _ in range(processes)]
+        #: Calls whose worker died under them.
+        self._lost: set[str] = set()
+        self.totals = AsrTotals()
         # Start the workers and load the model now, not when the first call speaks.
         self.ready: list[Future[None]] = [ex.submit(_warm_up) for ex in self._executors]
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=1, mp_context=self._context)
 
     def assign(self) -> int:
         """The least busy worker for a new call."""
@@ -103,18 +158,60 @@ class AsrPool:
 
     def feed(
         self, index: int, key: str, pcm: bytes, *, skipped_bytes: int = 0, final: bool = False
-    ) -> Future[list[Utterance]]:
+    ) -> Future[FeedResult]:
         """Decode more 16 kHz PCM of call ``key``; the future gives the utterances it ended.
 
         ``skipped_bytes`` of silence go first: audio the caller sent that was not decoded
         (the workers fell behind), so that later times stay right. ``final``: the call is
-        over, decode the rest and forget it.
+        over, decode the rest and forget it. Never raises: a failure is the future's.
         """
-        return self._executors[index].submit(_feed, key, pcm, skipped_bytes, final)
+        if key in self._lost:
+            if final:
+                self._lost.discard(key)
+            return _failed(RecogniserError("recogniser process died"))
+        try:
+            future = self._executors[index].submit(_feed, key, pcm, skipped_bytes, final)
+        except BrokenProcessPool:
+            self._replace(index)  # its process died since the last batch
+            if key in self._lost:
+                return self.feed(index, key, pcm, skipped_bytes=skipped_bytes, final=final)
+            try:  # a call that had nothing there starts on the new process
+                future = self._executors[index].submit(_feed, key, pcm, skipped_bytes, final)
+            except RuntimeError as exc:
+                return _failed(RecogniserError(f"recogniser unavailable: {exc}"))
+        except RuntimeError as exc:  # shut down (the server is stopping)
+            return _failed(RecogniserError(f"recogniser stopped: {exc}"))
+        if final:
+            self._keys[index].discard(key)
+        else:
+            self._keys[index].add(key)
+        return future
+
+    async def pids(self) -> list[int]:
+        """The worker processes' ids, in worker order (for operators and tests)."""
+        return [await asyncio.wrap_future(ex.submit(os.getpid)) for ex in self._executors]
 
     def close(self) -> None:
         for executor in self._executors:
             executor.shutdown(wait=True, cancel_futures=True)
+
+    def _replace(self, index: int) -> None:
+        lost = self._keys[index]
+        log.error(
+            "recogniser process died; starting a new one",
+            extra={"asr_worker": index, "calls_failed": len(lost)},
+        )
+        self._executors[index].shutdown(wait=False, cancel_futures=True)
+        self._lost |= lost
+        self._keys[index] = set()
+        self._executors[index] = self._new_executor()
+        self.ready[index] = self._executors[index].submit(_warm_up)
+
+
+def _failed(exc: BaseException) -> Future[FeedResult]:
+    future: Future[FeedResult] = Future()
+    future.set_exception(exc)
+    return future
 
 
 # --- in the worker process -----------------------------------------------------------------
@@ -126,7 +223,7 @@ class _Stream:
     def __init__(self, decoder: Any) -> None:
         from pocketsphinx import Endpointer  # noqa: PLC0415 - optional, worker only
 
-        self.endpointer = Endpointer(sample_rate=ASR_RATE)
+        self.endpointer = Endpointer(window=ENDPOINTER_WINDOW_S, sample_rate=ASR_RATE)
         self.decoder = decoder
         self.pending = b""
         self.preroll: deque[bytes] = deque(maxlen=PREROLL_FRAMES)
@@ -139,6 +236,9 @@ class _Stream:
 
 _streams: dict[str, _Stream] = {}
 _idle_decoders: list[Any] = []
+#: Calls whose decoding raised: their later batches are ignored until their final one.
+_failed_keys: set[str] = set()
+_ONE_SAMPLE = bytes(2)
 
 
 def _new_decoder() -> Any:
@@ -152,7 +252,22 @@ def _warm_up() -> None:
         _idle_decoders.append(_new_decoder())
 
 
-def _feed(key: str, pcm: bytes, skipped_bytes: int, final: bool) -> list[Utterance]:
+def _feed(key: str, pcm: bytes, skipped_bytes: int, final: bool) -> FeedResult:
+    if key in _failed_keys:
+        if final:
+            _failed_keys.discard(key)
+        return FeedResult([], 0)
+    try:
+        return _feed_stream(key, pcm, skipped_bytes, final)
+    except Exception:
+        # Forget the call (its decoder too: its state is unknown); the others go on.
+        _streams.pop(key, None)
+        if not final:
+            _failed_keys.add(key)
+        raise
+
+
+def _feed_stream(key: str, pcm: bytes, skipped_bytes: int, final: bool) -> FeedResult:
     stream = _streams.get(key)
     if stream is None:
         decoder = _idle_decoders.pop() if _idle_decoders else _new_decoder()
@@ -188,14 +303,36 @@ def _feed(key: str, pcm: bytes, skipped_bytes: int, final: bool) -> list[Utteran
             stream.utterance_start_s = stream.fed_bytes / _BPS
     stream.pending = data[whole:]
     if final:
+        end_bytes = stream.fed_bytes + len(stream.pending)
         if stream.active:
-            tail = endpointer.end_stream(stream.pending)
+            tail = _end_stream(endpointer, stream.pending)
             if tail is not None:
                 stream.utterance.append(tail)
-            _decode(stream, (stream.fed_bytes + len(stream.pending)) / _BPS, done)
+            _decode(stream, end_bytes / _BPS, done)
         del _streams[key]
         _idle_decoders.append(stream.decoder)
-    return done
+        return FeedResult(done, end_bytes)
+    if stream.active:
+        settled = round(stream.utterance_start_s * _BPS)
+    else:  # the endpointer's window and the preroll may still become speech
+        undecided = round(ENDPOINTER_WINDOW_S * _BPS) + PREROLL_FRAMES * size
+        settled = stream.fed_bytes - undecided
+    return FeedResult(done, max(0, settled))
+
+
+def _end_stream(endpointer: Any, pending: bytes) -> bytes | None:
+    """The speech the endpointer still holds at the end of a call (up to its window).
+
+    pocketsphinx's wrapper reads the first byte of the frame it is given, so a call that
+    ended exactly on an endpointer frame boundary (nothing pending) made it raise instead of
+    returning the end of the last utterance: give it one silent sample then, and take that
+    sample back off what it returns.
+    """
+    if pending:
+        tail: bytes | None = endpointer.end_stream(pending)
+        return tail
+    tail = endpointer.end_stream(_ONE_SAMPLE)
+    return None if tail is None else tail[: -len(_ONE_SAMPLE)]
 
 
 def _decode(stream: _Stream, end_s: float, done: list[Utterance]) -> None:

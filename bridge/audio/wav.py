@@ -9,6 +9,7 @@ Import rule: numpy, the standard library and ``bridge.audio.pcm`` only.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -110,7 +111,12 @@ class WavWriter:
         self._header_every = max(1, int(sample_rate * header_every_s))
         self._since_header = 0
         self._file: BinaryIO = self.path.open("wb")
-        self._write_header()
+        try:
+            self._file.write(self._header())
+            self._file.flush()  # a valid (empty) WAV from the start
+        except BaseException:
+            self._file.close()
+            raise
 
     def write(self, samples: Samples) -> None:
         """Append frames (1-D for mono, frames x channels for more)."""
@@ -119,15 +125,14 @@ class WavWriter:
             raise ValueError(f"expected {self.channels} channels, got {data.shape[1]}")
         if data.ndim == 1 and self.channels != 1 and len(data) % self.channels:
             raise ValueError("interleaved data must hold whole frames")
-        raw = np.ascontiguousarray(data).tobytes()
+        raw = np.ascontiguousarray(data).data.cast("B")  # no copy
         self._file.write(raw)
-        self._data_bytes += len(raw)
-        n_frames = len(raw) // (2 * self.channels)
+        self._data_bytes += raw.nbytes
+        n_frames = raw.nbytes // (2 * self.channels)
         self.frames_written += n_frames
         self._since_header += n_frames
         if self._since_header >= self._header_every:
             self._since_header = 0
-            self._file.flush()
             self._write_header()
 
     @property
@@ -135,10 +140,13 @@ class WavWriter:
         return self.frames_written / self.sample_rate
 
     def close(self) -> None:
+        """Finish the header and close the file (closed even when the header write fails)."""
         if self._file.closed:
             return
-        self._write_header()
-        self._file.close()
+        try:
+            self._write_header()
+        finally:
+            self._file.close()
 
     def __enter__(self) -> WavWriter:
         return self
@@ -147,8 +155,14 @@ class WavWriter:
         self.close()
 
     def _write_header(self) -> None:
+        """Data first, then the header that covers it (so it never claims what is not there):
+        one ``pwrite`` at offset 0, the append position untouched."""
+        self._file.flush()
+        os.pwrite(self._file.fileno(), self._header(), 0)
+
+    def _header(self) -> bytes:
         block_align = 2 * self.channels
-        header = _HEADER.pack(
+        return _HEADER.pack(
             b"RIFF",
             36 + self._data_bytes,
             b"WAVE",
@@ -163,8 +177,3 @@ class WavWriter:
             b"data",
             self._data_bytes,
         )
-        position = self._file.tell()
-        self._file.seek(0)
-        self._file.write(header)
-        self._file.seek(max(position, HEADER_BYTES))
-        self._file.flush()

@@ -18,8 +18,9 @@ reaches its upstream through ``bridge.upstream``, the one client handlers may us
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from bridge.call import Call, Handler
 from bridge.config import Mode, ModeSettings
@@ -33,12 +34,33 @@ from bridge.transcribe import AsrPool, check_available
 from bridge.upstream import UpstreamOptions
 
 
-class BuiltHandler:
-    """A handler plus the process-wide resources it owns (the ASR workers), for ``close``."""
+class CounterSource(Protocol):
+    """Process-wide totals a mode keeps (e.g. ``bridge.transcribe.AsrTotals``)."""
 
-    def __init__(self, handler: Handler, closers: list[Callable[[], None]] | None = None) -> None:
+    def counters(self) -> Mapping[str, float]: ...
+
+
+class BuiltHandler:
+    """A handler plus the process-wide resources it owns (the ASR workers), for ``close``,
+    and the totals it keeps for ``/metrics`` (``counters``)."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        closers: list[Callable[[], None]] | None = None,
+        sources: list[CounterSource] | None = None,
+    ) -> None:
         self.handler = handler
         self._closers = closers or []
+        self._sources = sources or []
+
+    def counters(self) -> dict[str, float]:
+        """Cumulative totals by name, summed over the mode's sources (see ``bridge.metrics``)."""
+        out: dict[str, float] = {}
+        for source in self._sources:
+            for name, value in source.counters().items():
+                out[name] = out.get(name, 0) + value
+        return out
 
     async def __call__(self, call: Call) -> None:
         await self.handler(call)
@@ -50,15 +72,31 @@ class BuiltHandler:
             close()
 
 
-def _echo(config: ModeSettings, closers: list[Callable[[], None]]) -> Handler:
+class _Owned:
+    """What a mode's builder may add to: resources to close, counters for ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.closers: list[Callable[[], None]] = []
+        self.sources: list[CounterSource] = []
+
+    def pool(self, option: str) -> AsrPool:
+        """A recogniser pool (``option``: the setting that asked for it, for the error)."""
+        check_available(option)
+        pool = AsrPool()
+        self.closers.append(pool.close)
+        self.sources.append(pool.totals)
+        return pool
+
+
+def _echo(config: ModeSettings, owned: _Owned) -> Handler:
     return echo
 
 
-def _forward(config: ModeSettings, closers: list[Callable[[], None]]) -> Handler:
+def _forward(config: ModeSettings, owned: _Owned) -> Handler:
     if config.upstream_dialect != "raw":
         setup = resolve_service(config)
         if setup.poster is not None:
-            closers.append(setup.poster.cancel)
+            owned.closers.append(setup.poster.cancel)
         return speech(setup)
     assert config.upstream is not None  # ModeSettings checks it for --mode forward
     headers, _ = upstream_headers(config, os.environ)
@@ -82,15 +120,12 @@ def _forward(config: ModeSettings, closers: list[Callable[[], None]]) -> Handler
     )
 
 
-def _transcribe(config: ModeSettings, closers: list[Callable[[], None]]) -> Handler:
+def _transcribe(config: ModeSettings, owned: _Owned) -> Handler:
     assert config.transcripts is not None  # ModeSettings checks it for --mode transcribe
-    check_available(config.option("mode", "transcribe"))
-    pool = AsrPool()
-    closers.append(pool.close)
-    return transcribe(pool, Path(config.transcripts))
+    return transcribe(owned.pool(config.option("mode", "transcribe")), Path(config.transcripts))
 
 
-def _play(config: ModeSettings, closers: list[Callable[[], None]]) -> Handler:
+def _play(config: ModeSettings, owned: _Owned) -> Handler:
     if config.play is not None:
         settings = PlaySettings(
             prompt=load_prompt(config.play, config.option("play")),
@@ -103,7 +138,7 @@ def _play(config: ModeSettings, closers: list[Callable[[], None]]) -> Handler:
 
 
 #: Each mode's builder: settings from the config in, the handler out.
-HANDLERS: dict[Mode, Callable[[ModeSettings, list[Callable[[], None]]], Handler]] = {
+HANDLERS: dict[Mode, Callable[[ModeSettings, _Owned], Handler]] = {
     "echo": _echo,
     "forward": _forward,
     "transcribe": _transcribe,
@@ -117,17 +152,15 @@ def build_handler(config: ModeSettings) -> BuiltHandler:
     Raises ``ConfigError`` for what only shows when building (an unreadable ``--play``
     file, pocketsphinx missing). Call ``close()`` on the result when the server stops.
     """
-    closers: list[Callable[[], None]] = []
-    handler = HANDLERS[config.call_mode](config, closers)
+    owned = _Owned()
+    handler = HANDLERS[config.call_mode](config, owned)
     if config.transcribe and config.call_mode != "transcribe":
         assert config.transcripts is not None  # ModeSettings checks it for --transcribe
-        check_available(config.option("transcribe"))
-        pool = AsrPool()
-        closers.append(pool.close)
+        pool = owned.pool(config.option("transcribe"))
         handler = transcribed(handler, pool, Path(config.transcripts))
     if config.record_dir:
         handler = recorded(handler, Path(config.record_dir))
-    return BuiltHandler(handler, closers)
+    return BuiltHandler(handler, owned.closers, owned.sources)
 
 
-__all__ = ["HANDLERS", "BuiltHandler", "Call", "Handler", "build_handler", "echo"]
+__all__ = ["HANDLERS", "BuiltHandler", "Call", "CounterSource", "Handler", "build_handler", "echo"]

@@ -4,19 +4,25 @@ A call id comes from the query string or the first message, which the NCCO's aut
 but bridge does not: it is reduced to ``[A-Za-z0-9._-]`` before it names a file, and a name
 already taken gets a ``-2``, ``-3``... suffix (two calls with one id never share a file).
 
-Import rule: standard library, ``bridge.call`` and ``bridge.units`` only.
+The log's lines are written on the process's file-writer thread (``bridge.filewriter``), in
+order, one ``write`` each (so a crash loses at most the last moment's lines); the event
+loop only formats them.
+
+Import rule: standard library, ``bridge.call``, ``bridge.filewriter`` and ``bridge.units`` only.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from bridge.call import Call
+from bridge.filewriter import file_writer
 from bridge.units import SECOND
 
 log = logging.getLogger("bridge.calllog")
@@ -46,7 +52,7 @@ def reserve_path(directory: Path, call_id: str, suffix: str) -> Path:
 
 
 class CallLog:
-    """``DIR/<call id>.jsonl``: one JSON object per line, flushed per line.
+    """``DIR/<call id>.jsonl``: one JSON object per line, each line one ``write``.
 
     Every line has ``call_id``, ``type``, ``at`` (UTC wall-clock time, ISO 8601) and ``t``
     (seconds since the call started, on the call's monotonic clock).
@@ -54,11 +60,16 @@ class CallLog:
 
     def __init__(self, directory: Path, call: Call, suffix: str = ".jsonl") -> None:
         self.path = reserve_path(directory, call.id, suffix)
-        self._file: IO[str] = self.path.open("w", encoding="utf-8")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._call = call
+        self._files = file_writer()
+        self._closed = False
+        self._failed = False
+        #: Lines the writer could not take (its queue was full) or could not write.
+        self.lost_lines = 0
 
     def write(self, kind: str, **fields: Any) -> None:
-        if self._file.closed:
+        if self._closed:
             return
         call = self._call
         line = {
@@ -68,11 +79,38 @@ class CallLog:
             "t": round((call.clock.now_ns() - call.start_ns) / SECOND, 3),
             **fields,
         }
-        self._file.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
-        self._file.flush()
+        data = (json.dumps(line, ensure_ascii=False, default=str) + "\n").encode()
+        fd = self._fd
+        if not self._files.submit(lambda: _write_all(fd, data), len(data), self._on_error):
+            self._on_error(OSError("the file writer is behind (disk too slow): queue full"))
 
     def close(self) -> None:
-        self._file.close()
+        """No more lines; the file is closed once the lines before are written."""
+        if self._closed:
+            return
+        self._closed = True
+        self._files.submit(lambda: os.close(self._fd), on_error=self._on_error)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and wait until every line is on disk."""
+        self.close()
+        await self._files.written()
+
+    def _on_error(self, exc: Exception) -> None:
+        """A line was not written (writer thread or loop): counted, logged once."""
+        self.lost_lines += 1
+        if not self._failed:
+            self._failed = True
+            log.error(
+                "cannot write the call's event log; lines are lost",
+                extra={"call_id": self._call.id, "path": str(self.path), "error": str(exc)},
+            )
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def open_call_log(directory: Path | None, call: Call, suffix: str = ".jsonl") -> CallLog | None:

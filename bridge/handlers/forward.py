@@ -44,6 +44,9 @@ log = logging.getLogger("bridge.forward")
 #: Audio from the upstream waiting to be played (a bot may send a whole answer at once) is
 #: bounded like Vonage's own buffer (docs/protocol.md s.4). Beyond it the oldest is dropped.
 PLAY_QUEUE_MAX_FRAMES = PLAYBACK_BUFFER_FRAMES
+#: Notify markers waiting among that audio: one per 20 ms frame of it; beyond, the oldest
+#: marker is dropped (as in the call's own queue, ``bridge.audio.playout``).
+PLAY_QUEUE_MAX_MARKERS = PLAY_QUEUE_MAX_FRAMES
 #: Upstream text shown in a log line is cut to this many characters.
 LOG_TEXT_CHARS = 300
 UPSTREAM_UNAVAILABLE = 1011
@@ -137,9 +140,11 @@ class Player:
         self._queue: deque[Samples | _Mark | _Hook] = deque()
         self._queued = 0
         self._max = PLAY_QUEUE_MAX_FRAMES * frame_samples(call.pipeline_rate)
+        self._markers = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped_samples = 0
+        self.dropped_markers = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -163,7 +168,20 @@ class Player:
         self._wake.set()
 
     def put_marker(self, payload: Any) -> None:
+        if self._markers >= PLAY_QUEUE_MAX_MARKERS:
+            for i, item in enumerate(self._queue):
+                if isinstance(item, _Mark):
+                    del self._queue[i]
+                    self._markers -= 1
+                    break
+            if self.dropped_markers == 0:
+                log.warning(
+                    "upstream queued too many notify markers: dropping the oldest",
+                    extra={"call_id": self._call.id, "max_markers": PLAY_QUEUE_MAX_MARKERS},
+                )
+            self.dropped_markers += 1
         self._queue.append(_Mark(payload))
+        self._markers += 1
         self._wake.set()
 
     def put_hook(self, run: Callable[[], None]) -> None:
@@ -180,6 +198,7 @@ class Player:
         self.stop()  # it may be inside play(): cancelled there, it pushes nothing more
         self._queue.clear()
         self._queued = 0
+        self._markers = 0
         self._call.clear()
         self.start()
 
@@ -191,6 +210,7 @@ class Player:
                 await self._wake.wait()
             item = self._queue.popleft()
             if isinstance(item, _Mark):
+                self._markers -= 1
                 call.notify(item.payload)
             elif isinstance(item, _Hook):
                 item.run()
@@ -243,7 +263,7 @@ class Forwarder:
             await self.link.close()
             self._player.stop()
             if self._log is not None:
-                self._log.close()
+                await self._log.aclose()
             log.info(
                 "upstream link closed",
                 extra={
@@ -251,6 +271,8 @@ class Forwarder:
                     "upstream_audio_dropped_ms": self._player.dropped_samples
                     * 1000
                     // call.pipeline_rate,
+                    "upstream_markers_dropped": self._player.dropped_markers
+                    + call.stats.notifies_dropped,
                     **self.link.stats.summary(),
                 },
             )

@@ -10,11 +10,18 @@ behind the newest inbound frame, or ``FORCE_ROWS`` behind the newest outbound on
 caller's audio stalls (the caller's next frames then continue after the written rows). At the
 end the file is padded with silence to the call's full length.
 
-Memory stays flat: at most ``FORCE_ROWS`` frames per side are held; ``WavWriter`` rewrites
-the header every second, so a crash mid-call leaves a playable file up to the last second.
+Rows are interleaved and written in blocks of ``BLOCK_ROWS`` (200 ms): per frame the taps
+only keep the frame. The writes themselves (the block, then the header rewritten to cover
+it) run on the process's file-writer thread (``bridge.filewriter``), never on the event loop,
+so a slow disk delays the file, not the calls. Memory stays flat: at most ``FORCE_ROWS`` plus
+a block of frames per side are held here, and the writer's queue is bounded (a recording
+whose writes cannot be queued fails, logged, and the call goes on unrecorded). A crash
+mid-call leaves a playable file holding everything up to the last block written: at most
+``HOLD_ROWS + BLOCK_ROWS`` rows (0.4 s), plus the writer's batching
+(``bridge.filewriter.BATCH_S``), short of the crash.
 
 Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.units``, ``bridge.handlers.calllog``,
-standard library.
+``bridge.filewriter``, standard library.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 from bridge.audio.pcm import PCM_DTYPE
 from bridge.audio.wav import WavWriter
 from bridge.call import Call, Handler
+from bridge.filewriter import file_writer
 from bridge.handlers.calllog import reserve_path
 from bridge.units import FRAME_NS, frame_bytes
 
@@ -39,6 +47,8 @@ HOLD_ROWS = 10
 #: If the caller's audio stalls, rows are written anyway this far behind the newest outbound
 #: frame (2 s), so memory stays bounded whatever the peer does.
 FORCE_ROWS = 100
+#: Rows are written in blocks of this many (200 ms), each followed by a header update.
+BLOCK_ROWS = 10
 
 
 class Recorder:
@@ -50,7 +60,10 @@ class Recorder:
         self._call = call
         self._frame_bytes = frame_bytes(call.rate)
         self._silence = bytes(self._frame_bytes)
-        self._writer = WavWriter(path, call.rate, channels=2)
+        self._writer = WavWriter(
+            path, call.rate, channels=2, header_every_s=BLOCK_ROWS * FRAME_NS / 1e9
+        )
+        self._files = file_writer()
         self._left: deque[bytes] = deque()  # rows [written, left_next)
         self._left_next = 0
         self._right: dict[int, bytes] = {}
@@ -61,14 +74,15 @@ class Recorder:
 
     @property
     def duration_s(self) -> float:
-        return self._writer.duration_s
+        """Audio handed to the file so far (on disk once the writer has run)."""
+        return self.written_rows * FRAME_NS / 1e9
 
     def on_inbound(self, frame: bytes) -> None:
         if self.failed:
             return
         self._left.append(frame)
         self._left_next += 1
-        if self._left_next - HOLD_ROWS > self.written_rows:
+        if self._left_next - HOLD_ROWS - self.written_rows >= BLOCK_ROWS:
             self._write_until(self._left_next - HOLD_ROWS)
 
     def on_outbound(self, frame: bytes, slot: int) -> None:
@@ -79,7 +93,7 @@ class Recorder:
             return
         self._right[slot] = frame
         self._right_high = max(self._right_high, slot)
-        if slot - FORCE_ROWS > self.written_rows:
+        if slot - FORCE_ROWS - self.written_rows >= BLOCK_ROWS:
             self._write_until(slot - FORCE_ROWS)
 
     def close(self) -> None:
@@ -87,10 +101,7 @@ class Recorder:
         if not self.failed:
             elapsed = -(-(self._call.clock.now_ns() - self._call.start_ns) // FRAME_NS)
             self._write_until(max(self._left_next, self._right_high + 1, elapsed))
-        try:
-            self._writer.close()
-        except OSError as exc:
-            self._fail(exc)
+        self._files.submit(self._writer.close, on_error=self._on_write_error)
         log.info(
             "recording closed",
             extra={
@@ -103,7 +114,7 @@ class Recorder:
 
     def _write_until(self, rows: int) -> None:
         n = rows - self.written_rows
-        if n <= 0:
+        if n <= 0 or self.failed:
             return
         first = self.written_rows
         left = self._left
@@ -116,12 +127,18 @@ class Recorder:
         stereo[:, 0] = np.frombuffer(b"".join(lefts), dtype=PCM_DTYPE)
         stereo[:, 1] = np.frombuffer(b"".join(rights), dtype=PCM_DTYPE)
         self.written_rows = rows
-        try:
-            self._writer.write(stereo)
-        except OSError as exc:
-            self._fail(exc)
+        writer = self._writer
+        if not self._files.submit(
+            lambda: writer.write(stereo), size=stereo.nbytes, on_error=self._on_write_error
+        ):
+            self._fail(OSError("the file writer is behind (disk too slow): queue full"))
 
-    def _fail(self, exc: OSError) -> None:
+    def _on_write_error(self, exc: Exception) -> None:
+        """On the writer thread: the file cannot be written (disk full, removed...)."""
+        self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        """Stop recording this call (logged once); the taps then do nothing."""
         if not self.failed:
             self.failed = True
             log.error(
@@ -149,7 +166,9 @@ def recorded(handler: Handler, directory: Path) -> Handler:
     """``handler`` with every call recorded to ``directory`` (``--record-dir``)."""
 
     async def record_call(call: Call) -> None:
-        start_recording(call, directory)
+        recorder = start_recording(call, directory)
         await handler(call)
+        if recorder is not None and call.ended:
+            await file_writer().written()  # the file is complete once the handler returns
 
     return record_call

@@ -207,6 +207,8 @@ class SimulatedCall:
         self.timeline = Timeline() if opts.envelope else None
         self.turns: TurnEngine | None = None
         self.source: FrameSource = prepared.source
+        #: Stamps by frame hash, when the frames sent are the shared source's stamped ones.
+        self.stamp_of: dict[int, int] = prepared.source.stamp_of
         if opts.turns is not None:
             assert prepared.utterance is not None
             self.turns = TurnEngine(opts.turns, prepared.utterance)
@@ -419,7 +421,12 @@ class SimulatedCall:
         ring_index = self.ring_index
         if self.opts.stamp:
             top = self.frames_sent - 1
-            stamp = read_stamp(data) if self.link is None else self.link.read_stamp(data)
+            if self.link is None:
+                stamp = self.stamp_of.get(digest)
+                if stamp is None:  # not one of ours as sent (or no longer cached)
+                    stamp = read_stamp(data)
+            else:
+                stamp = self.link.read_stamp(data)
             index = top - ((top - stamp) & SEQ_MASK)
             slot = index & _RING_MASK
             if index < 0 or ring_index[slot] != index or self.ring_hash[slot] != digest:

@@ -36,7 +36,7 @@ PLOT_PX = (960, 360)
 _DPI = 96
 #: Levels below this are drawn as silence on the timeline.
 _FLOOR_DB = -70.0
-INSTALL = "pip install 'bridge[bench]'"
+INSTALL = "pip install 'bridge[report]'"
 
 
 def _figure_class() -> Any:

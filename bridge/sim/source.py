@@ -59,6 +59,10 @@ class Source:
         self.silence = bytes(frame_bytes(rate))
         self._cache_keys = [-1] * _STAMP_CACHE
         self._cache_frames = [self.silence] * _STAMP_CACHE
+        #: The stamp of each cached stamped frame, by the hash of its bytes: an echo that
+        #: came back unchanged is matched by the hash it needs anyway, without reading the
+        #: stamp out of its samples (which returns the same number, at several times the cost).
+        self.stamp_of: dict[int, int] = {}
         self.data: Samples | None = None
         if wav is not None:
             samples = read_samples(wav, rate)
@@ -89,8 +93,11 @@ class Source:
         if keys[slot] == k:
             return self._cache_frames[slot]
         frame = stamp_frame(self.frame(k), k & SEQ_MASK)
+        if keys[slot] >= 0:
+            self.stamp_of.pop(hash(self._cache_frames[slot]), None)
         keys[slot] = k
         self._cache_frames[slot] = frame
+        self.stamp_of[hash(frame)] = k & SEQ_MASK
         return frame
 
 

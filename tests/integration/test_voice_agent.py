@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -104,12 +105,12 @@ async def test_turn_latency_is_the_agents_delay_within_20_ms(utterance: Path) ->
     ("clear", "send"), [(False, "realtime"), (True, "ahead")], ids=["cut", "clear"]
 )
 async def test_barge_in_reaction_is_the_agents_stop_within_20_ms(
-    utterance: Path, clear: bool, send: str
+    utterance: Path, clear: bool, send: Literal["ahead", "realtime"]
 ) -> None:
     stop_ms = 300
     agent = AgentOptions(
         answer_after_ms=300, stop_after_ms=stop_ms, clear=clear, send=send, reply_ms=1500
-    )  # type: ignore[arg-type]
+    )
     turns = TurnOptions(turns=6, pause_ms=200, gap_ms=100, barge_in_after_ms=400)
     report = await asyncio.wait_for(converse(agent, turns, utterance), wait_s(60))
     t = report.turns

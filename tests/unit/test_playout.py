@@ -76,7 +76,7 @@ def test_markers_survive_overflow_in_order() -> None:
 
 
 def test_markers_do_not_count_against_the_bound() -> None:
-    buffer = PlayoutBuffer(40)  # 2 frames
+    buffer = PlayoutBuffer(40, max_markers=10)  # 2 frames, 10 markers
     for i in range(10):
         buffer.mark(i)
     buffer.push(_frame(0))
@@ -85,6 +85,19 @@ def test_markers_do_not_count_against_the_bound() -> None:
     assert buffer.frames == 2
     assert buffer.room == 0
     assert len(_drain(buffer)) == 12
+
+
+def test_markers_have_their_own_bound_the_oldest_marker_dropped_never_audio() -> None:
+    buffer = PlayoutBuffer(60)  # 3 frames: by default 3 markers
+    buffer.push(_frame(0))
+    for i in range(5):
+        buffer.mark(i)
+    buffer.push(_frame(1))
+    assert (buffer.markers, buffer.dropped_markers, buffer.frames) == (3, 2, 2)
+    items = _drain(buffer)
+    assert [i.payload for i in items if isinstance(i, Marker)] == [2, 3, 4]
+    assert [i for i in items if not isinstance(i, Marker)] == [_frame(0), _frame(1)]
+    assert buffer.markers == 0
 
 
 def test_a_buffer_holding_only_markers_is_not_empty() -> None:

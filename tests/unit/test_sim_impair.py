@@ -3,6 +3,7 @@ a delay line on the project's scheduler does with them (fake clock, no sockets).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -35,7 +36,7 @@ def test_bursts_hold_everything_then_release_it_at_once() -> None:
         ]
         assert len(held) == 10
         assert set(held) == {window + 200 * MS}
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # Three gaps of 200 ms plus the frame before the window: bridge counts what is over 40 ms.
     assert [g for g in gaps if g > GAP_NS] == [220 * MS] * 3
     assert sorted(set(gaps)) == [0, FRAME_NS, 220 * MS]
@@ -43,7 +44,7 @@ def test_bursts_hold_everything_then_release_it_at_once() -> None:
 
 def test_a_stall_happens_once() -> None:
     times = deliveries(Impairments(stall_ms=500, stall_at_s=1.0), 150)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert [g for g in gaps if g > GAP_NS] == [520 * MS]
     assert times.count(START + 1500 * MS) == 26  # 25 held and the one due then
 

@@ -178,11 +178,16 @@ def test_report_without_matplotlib_is_one_line_and_exit_2(tmp_path: Path) -> Non
         f"raise SystemExit(main(['call', 'ws://127.0.0.1:9/', '--report', {str(tmp_path / 'r.html')!r}]))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
-    assert "--report needs matplotlib" in result.stderr and "bridge[bench]" in result.stderr
+    assert "--report needs matplotlib" in result.stderr and "bridge[report]" in result.stderr
     assert not (tmp_path / "r.html").exists()
 
 

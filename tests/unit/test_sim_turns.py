@@ -11,6 +11,7 @@ on the playout clock: audio sent early is heard only when playback reaches it.
 from __future__ import annotations
 
 import heapq
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -169,7 +170,7 @@ def test_barge_in_reaction_is_exactly_the_agents_stop(clear: bool, stop_ms: int)
     assert stats.barge_in_cleared == (4 if clear else 0)
     # Each barge-in starts 300 ms into the answer (the utterance's first frame, at most one
     # frame later, then its leading silence of 101 samples).
-    for answered, barged in zip(rows, rows[1:], strict=False):
+    for answered, barged in itertools.pairwise(rows):
         assert answered.answer_start_ms is not None
         offset = barged.speech_start_ms - answered.answer_start_ms - 101 / 16
         assert 300 <= offset < 320

@@ -186,6 +186,8 @@ class Dialect:
     reorder_window: ClassVar[int] = 0
     #: The outbound chunk, in 20 ms frames (1: a media message per frame).
     chunk_frames_by_rate: ClassVar[Mapping[int, int]] = MappingProxyType({})
+    #: The key under which bridge's messages name the stream (``None``: they do not).
+    stream_key: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         self.start: StreamStart | None = None
@@ -253,14 +255,54 @@ class Dialect:
         return template[0] + b64encode(payload) + template[1]
 
     def media_message(self, payload_b64: str) -> str:
-        """The media message holding ``payload_b64``."""
-        raise NotImplementedError
+        """The media message holding ``payload_b64`` (the Twilio shape by default)."""
+        return self._message("media", media={"payload": payload_b64})
 
     def mark(self, name: str) -> str:
-        raise NotImplementedError
+        return self._message("mark", mark={"name": name})
 
     def clear(self) -> str:
-        raise NotImplementedError
+        return self._message("clear")
+
+    def _message(self, event: str, **body: Any) -> str:
+        """``event``, the stream id under ``stream_key`` (when the dialect has one), then
+        ``body``: the order every Twilio-shaped carrier's own examples use."""
+        obj: dict[str, Any] = {"event": event}
+        if self.stream_key is not None:
+            obj[self.stream_key] = self.stream_id
+        obj.update(body)
+        return dumps(obj)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerWire:
+    """How one carrier spells the envelope of its own messages, for the simulator's side:
+    the sequence number's key and whether it is text, and the stream id's key."""
+
+    sequence_key: str
+    stream_key: str
+    sequence_as_text: bool = True
+
+    def message(self, event: str, seq: int, stream: str, **body: Any) -> str:
+        """``event``, sequence number, stream id, then ``body``."""
+        return dumps(
+            {
+                "event": event,
+                self.sequence_key: str(seq) if self.sequence_as_text else seq,
+                self.stream_key: stream,
+                **body,
+            }
+        )
+
+    def media(self, seq: int, stream: str, payload: bytes, **media: Any) -> str:
+        """A ``media`` message: ``media``'s fields, then the base64 payload."""
+        return self.message("media", seq, stream, media={**media, "payload": b64encode(payload)})
+
+    def dtmf(self, seq: int, stream: str, digit: str, **extra: Any) -> str:
+        return self.message("dtmf", seq, stream, dtmf={**extra, "digit": digit})
+
+    def mark(self, seq: int, stream: str, name: str) -> str:
+        return self.message("mark", seq, stream, mark={"name": name})
 
 
 def command(obj: Mapping[str, Any], stream_key: str | None, stream_id: str) -> Command:

@@ -32,8 +32,8 @@ from bridge.errors import Fault, PeerError
 from bridge.protocol.carrier import (
     Command,
     Dialect,
+    PeerWire,
     StreamStart,
-    b64encode,
     command,
     dumps,
     int_field,
@@ -69,6 +69,7 @@ def chunk_ok(size: int) -> bool:
 
 class Exotel(Dialect):
     name = "exotel"
+    stream_key = "stream_sid"
     chunk_frames_by_rate = MappingProxyType({rate: chunk_frames(rate) for rate in SUPPORTED_RATES})
 
     @classmethod
@@ -112,23 +113,11 @@ class Exotel(Dialect):
             ),
         )
 
-    def media_message(self, payload_b64: str) -> str:
-        return dumps(
-            {
-                "event": "media",
-                "stream_sid": self.stream_id,
-                "media": {"payload": payload_b64},
-            }
-        )
-
-    def mark(self, name: str) -> str:
-        return dumps({"event": "mark", "stream_sid": self.stream_id, "mark": {"name": name}})
-
-    def clear(self) -> str:
-        return dumps({"event": "clear", "stream_sid": self.stream_id})
-
 
 # --- Exotel's side, for the simulator ---------------------------------------------------
+
+WIRE = PeerWire("sequence_number", "stream_sid")
+ACCOUNT_SID = "ACxxxxxxxxxxxxxxxxxxxxxxxx"
 
 
 def build_connected() -> str:
@@ -153,7 +142,7 @@ def build_start(
             "start": {
                 "stream_sid": stream_sid,
                 "call_sid": call_sid,
-                "account_sid": "ACxxxxxxxxxxxxxxxxxxxxxxxx",
+                "account_sid": ACCOUNT_SID,
                 "from": from_,
                 "to": to,
                 "custom_parameters": dict(custom),
@@ -168,55 +157,20 @@ def build_start(
 
 
 def build_media(seq: int, stream_sid: str, chunk: int, timestamp_ms: int, payload: bytes) -> str:
-    return dumps(
-        {
-            "event": "media",
-            "sequence_number": str(seq),
-            "stream_sid": stream_sid,
-            "media": {
-                "chunk": str(chunk),
-                "timestamp": str(timestamp_ms),
-                "payload": b64encode(payload),
-            },
-        }
-    )
+    return WIRE.media(seq, stream_sid, payload, chunk=str(chunk), timestamp=str(timestamp_ms))
 
 
 def build_dtmf(seq: int, stream_sid: str, digit: str, duration_ms: int = 100) -> str:
-    return dumps(
-        {
-            "event": "dtmf",
-            "sequence_number": str(seq),
-            "stream_sid": stream_sid,
-            "dtmf": {"digit": digit, "duration": str(duration_ms)},
-        }
-    )
+    return WIRE.dtmf(seq, stream_sid, digit, duration=str(duration_ms))
 
 
 def build_mark(seq: int, stream_sid: str, name: str) -> str:
-    return dumps(
-        {
-            "event": "mark",
-            "sequence_number": str(seq),
-            "stream_sid": stream_sid,
-            "mark": {"name": name},
-        }
-    )
+    return WIRE.mark(seq, stream_sid, name)
 
 
 def build_stop(seq: int, stream_sid: str, call_sid: str) -> str:
-    return dumps(
-        {
-            "event": "stop",
-            "sequence_number": str(seq),
-            "stream_sid": stream_sid,
-            "stop": {
-                "call_sid": call_sid,
-                "account_sid": "ACxxxxxxxxxxxxxxxxxxxxxxxx",
-                "reason": "callended",
-            },
-        }
-    )
+    stop = {"call_sid": call_sid, "account_sid": ACCOUNT_SID, "reason": "callended"}
+    return WIRE.message("stop", seq, stream_sid, stop=stop)
 
 
 def parse_command(obj: Mapping[str, Any], stream_sid: str) -> Command:

@@ -31,9 +31,9 @@ from bridge.protocol.carrier import (
     Dialect,
     Item,
     MarkDone,
+    PeerWire,
     StreamStart,
     b64decode,
-    b64encode,
     dumps,
     int_field,
     metadata,
@@ -67,6 +67,7 @@ def parse_extra_headers(value: object) -> dict[str, str]:
 class Plivo(Dialect):
     name = "plivo"
     sends_connected = False
+    stream_key = "streamId"
 
     @classmethod
     def recognizes(cls, obj: Mapping[str, Any]) -> bool:
@@ -109,26 +110,26 @@ class Plivo(Dialect):
 
     def media_message(self, payload_b64: str) -> str:
         assert self.start is not None
-        return dumps(
-            {
-                "event": "playAudio",
-                "streamId": self.stream_id,
-                "media": {
-                    "contentType": _CONTENT_TYPES[self.start.encoding],
-                    "sampleRate": self.start.sample_rate,
-                    "payload": payload_b64,
-                },
-            }
+        return self._message(
+            "playAudio",
+            media={
+                "contentType": _CONTENT_TYPES[self.start.encoding],
+                "sampleRate": self.start.sample_rate,
+                "payload": payload_b64,
+            },
         )
 
     def mark(self, name: str) -> str:
-        return dumps({"event": "checkpoint", "streamId": self.stream_id, "name": name})
+        return self._message("checkpoint", name=name)
 
     def clear(self) -> str:
-        return dumps({"event": "clearAudio", "streamId": self.stream_id})
+        return self._message("clearAudio")
 
 
 # --- Plivo's side, for the simulator ----------------------------------------------------
+
+#: Plivo numbers its messages with JSON numbers, not text.
+WIRE = PeerWire("sequenceNumber", "streamId", sequence_as_text=False)
 
 
 def build_start(
@@ -157,35 +158,21 @@ def build_start(
 
 
 def build_media(seq: int, stream_id: str, chunk: int, timestamp_ms: int, payload: bytes) -> str:
-    return dumps(
-        {
-            "event": "media",
-            "sequenceNumber": seq,
-            "streamId": stream_id,
-            "media": {
-                "track": "inbound",
-                "timestamp": str(timestamp_ms),
-                "chunk": chunk,
-                "payload": b64encode(payload),
-            },
-        }
+    return WIRE.media(
+        seq, stream_id, payload, track="inbound", timestamp=str(timestamp_ms), chunk=chunk
     )
 
 
 def build_dtmf(seq: int, stream_id: str, digit: str) -> str:
-    return dumps(
-        {"event": "dtmf", "sequenceNumber": seq, "streamId": stream_id, "dtmf": {"digit": digit}}
-    )
+    return WIRE.dtmf(seq, stream_id, digit)
 
 
 def build_played(seq: int, stream_id: str, name: str) -> str:
-    return dumps(
-        {"event": "playedStream", "sequenceNumber": seq, "streamId": stream_id, "name": name}
-    )
+    return WIRE.message("playedStream", seq, stream_id, name=name)
 
 
 def build_cleared(seq: int, stream_id: str) -> str:
-    return dumps({"event": "clearedAudio", "sequenceNumber": seq, "streamId": stream_id})
+    return WIRE.message("clearedAudio", seq, stream_id)
 
 
 def parse_command(obj: Mapping[str, Any], stream_id: str, content_type: str, rate: int) -> Command:

@@ -32,8 +32,8 @@ from bridge.protocol.carrier import (
     Command,
     Dialect,
     Item,
+    PeerWire,
     StreamStart,
-    b64encode,
     command,
     dumps,
     int_field,
@@ -98,17 +98,10 @@ class Telnyx(Dialect):
             return [CarrierError(dumps(detail)[:200])]
         return super().parse_other(event, obj)
 
-    def media_message(self, payload_b64: str) -> str:
-        return dumps({"event": "media", "media": {"payload": payload_b64}})
-
-    def mark(self, name: str) -> str:
-        return dumps({"event": "mark", "mark": {"name": name}})
-
-    def clear(self) -> str:
-        return dumps({"event": "clear"})
-
 
 # --- Telnyx's side, for the simulator ---------------------------------------------------
+
+WIRE = PeerWire("sequence_number", "stream_id")
 
 
 def build_connected(token: str | None = None) -> str:
@@ -149,45 +142,21 @@ def build_start(
 
 
 def build_media(seq: int, stream_id: str, chunk: int, timestamp_ms: int, payload: bytes) -> str:
-    return dumps(
-        {
-            "event": "media",
-            "sequence_number": str(seq),
-            "media": {
-                "track": "inbound",
-                "chunk": str(chunk),
-                "timestamp": str(timestamp_ms),
-                "payload": b64encode(payload),
-            },
-            "stream_id": stream_id,
-        }
+    return WIRE.media(
+        seq, stream_id, payload, track="inbound", chunk=str(chunk), timestamp=str(timestamp_ms)
     )
 
 
 def build_dtmf(seq: int, stream_id: str, digit: str) -> str:
-    return dumps(
-        {
-            "event": "dtmf",
-            "sequence_number": str(seq),
-            "stream_id": stream_id,
-            "dtmf": {"digit": digit},
-        }
-    )
+    return WIRE.dtmf(seq, stream_id, digit)
 
 
 def build_mark(seq: int, stream_id: str, name: str) -> str:
-    return dumps(
-        {
-            "event": "mark",
-            "sequence_number": str(seq),
-            "stream_id": stream_id,
-            "mark": {"name": name},
-        }
-    )
+    return WIRE.mark(seq, stream_id, name)
 
 
 def build_stop(seq: int, stream_id: str) -> str:
-    return dumps({"event": "stop", "sequence_number": str(seq), "stream_id": stream_id})
+    return WIRE.message("stop", seq, stream_id)
 
 
 def parse_command(obj: Mapping[str, Any], stream_id: str) -> Command:

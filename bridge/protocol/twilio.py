@@ -25,8 +25,8 @@ from bridge.errors import Fault, PeerError
 from bridge.protocol.carrier import (
     Command,
     Dialect,
+    PeerWire,
     StreamStart,
-    b64encode,
     command,
     dumps,
     int_field,
@@ -50,6 +50,7 @@ def twilio_signature(auth_token: str, url: str, params: Sequence[tuple[str, str]
 
 class Twilio(Dialect):
     name = "twilio"
+    stream_key = "streamSid"
 
     @classmethod
     def recognizes(cls, obj: Mapping[str, Any]) -> bool:
@@ -80,23 +81,10 @@ class Twilio(Dialect):
             ),
         )
 
-    def media_message(self, payload_b64: str) -> str:
-        return dumps(
-            {
-                "event": "media",
-                "streamSid": self.stream_id,
-                "media": {"payload": payload_b64},
-            }
-        )
-
-    def mark(self, name: str) -> str:
-        return dumps({"event": "mark", "streamSid": self.stream_id, "mark": {"name": name}})
-
-    def clear(self) -> str:
-        return dumps({"event": "clear", "streamSid": self.stream_id})
-
 
 # --- Twilio's side, for the simulator ---------------------------------------------------
+
+WIRE = PeerWire("sequenceNumber", "streamSid")
 
 
 def build_connected() -> str:
@@ -124,51 +112,22 @@ def build_start(
 
 
 def build_media(seq: int, stream_sid: str, chunk: int, timestamp_ms: int, payload: bytes) -> str:
-    return dumps(
-        {
-            "event": "media",
-            "sequenceNumber": str(seq),
-            "media": {
-                "track": "inbound",
-                "chunk": str(chunk),
-                "timestamp": str(timestamp_ms),
-                "payload": b64encode(payload),
-            },
-            "streamSid": stream_sid,
-        }
+    return WIRE.media(
+        seq, stream_sid, payload, track="inbound", chunk=str(chunk), timestamp=str(timestamp_ms)
     )
 
 
 def build_dtmf(seq: int, stream_sid: str, digit: str) -> str:
-    return dumps(
-        {
-            "event": "dtmf",
-            "streamSid": stream_sid,
-            "sequenceNumber": str(seq),
-            "dtmf": {"track": "inbound_track", "digit": digit},
-        }
-    )
+    return WIRE.dtmf(seq, stream_sid, digit, track="inbound_track")
 
 
 def build_mark(seq: int, stream_sid: str, name: str) -> str:
-    return dumps(
-        {
-            "event": "mark",
-            "sequenceNumber": str(seq),
-            "streamSid": stream_sid,
-            "mark": {"name": name},
-        }
-    )
+    return WIRE.mark(seq, stream_sid, name)
 
 
 def build_stop(seq: int, stream_sid: str, account_sid: str, call_sid: str) -> str:
-    return dumps(
-        {
-            "event": "stop",
-            "sequenceNumber": str(seq),
-            "streamSid": stream_sid,
-            "stop": {"accountSid": account_sid, "callSid": call_sid},
-        }
+    return WIRE.message(
+        "stop", seq, stream_sid, stop={"accountSid": account_sid, "callSid": call_sid}
     )
 
 

@@ -118,7 +118,7 @@ def _add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report",
         metavar="FILE.html",
-        help="write a self-contained HTML report with plots (needs matplotlib: the bench extra)",
+        help="write a self-contained HTML report with plots (needs matplotlib: the report extra)",
     )
     parser.add_argument(
         "--metrics-url",

@@ -205,11 +205,12 @@ def text_lines(report: Any, width: int = 10, skip: tuple[str, ...] = ()) -> list
     return out
 
 
-def rows(report: Any) -> list[tuple[str, str, str]]:
-    """``(figure, value, meaning)`` for every declared figure that has a text line."""
+def rows(report: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
+    """``(figure, value, meaning)`` for every declared figure that has a text line, but
+    those of the lines in ``skip``."""
     out = []
     for name, meta in declared(type(report)):
-        if meta.line is None:
+        if meta.line is None or meta.line in skip:
             continue
         label = f"{meta.line} {meta.label}".strip()
         out.append((label, show(getattr(report, name), meta.unit), meta.help or name))

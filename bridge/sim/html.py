@@ -3,7 +3,7 @@
 The latency distribution, the per-turn timeline (what the caller said and heard, and when),
 the impairment settings and every figure of the report, with what each means. The figures
 are the same as ``--json``'s: both come from the report's one table of fields
-(``bridge.sim.fields``). The plots are drawn here with matplotlib (the ``bench`` extra) and
+(``bridge.sim.fields``). The plots are drawn here with matplotlib (the ``report`` extra) and
 embedded as ``data:`` URIs: the page loads nothing from anywhere.
 
 matplotlib is imported by name (as ``benchmarks/report.py`` does), so the type check is the
@@ -11,7 +11,7 @@ same with or without the extra; without it ``--report`` stops before the call wi
 saying how to install it.
 
 Import rule: standard library, numpy, ``bridge.errors``, ``bridge.sim.fields``,
-``bridge.sim.level``, ``bridge.sim.reports`` and ``bridge.sim.timeline``.
+``bridge.sim.level``, ``bridge.sim.reports``, ``bridge.sim.timeline`` and ``bridge.units``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import numpy as np
 from bridge.errors import ConfigError
 from bridge.sim.fields import rows, show
 from bridge.sim.level import dbfs
-from bridge.sim.reports import CallReport, LoadReport, TurnReport
-from bridge.sim.timeline import Timeline
+from bridge.sim.reports import ECHO_LINES, CallReport, LoadReport, TurnReport
+from bridge.sim.timeline import Envelope, Timeline
+from bridge.units import FRAME_MS
 
 #: Every plot's size in pixels (width, height): the page lays them out at this size.
 PLOT_PX = (960, 360)
@@ -109,6 +110,19 @@ def _distribution(report: CallReport | LoadReport) -> str:
     return _png(fig)
 
 
+def _steps(env: Envelope) -> tuple[Any, Any]:
+    """Seconds and dBFS of each frame as steps: a frame lasts 20 ms, and where none came
+    (an agent that sends nothing between answers) the step drops to silence."""
+    t = np.frombuffer(env.times_ms, dtype=np.float32).astype(np.float64)
+    level = np.maximum(np.array([dbfs(int(v)) for v in env.levels], dtype=np.float64), _FLOOR_DB)
+    ends = t + FRAME_MS
+    silent_after = np.append(t[1:] > ends[:-1] + 0.5, True)
+    times = np.concatenate([t, ends[silent_after]])
+    levels = np.concatenate([level, np.full(int(silent_after.sum()), _FLOOR_DB)])
+    order = np.argsort(times, kind="stable")
+    return times[order] / 1000, levels[order]
+
+
 def _timeline(report: CallReport | LoadReport, timeline: Timeline | None) -> str | None:
     """What the caller sent and heard (level per frame), each turn's speech, answer and
     latency marked."""
@@ -120,8 +134,7 @@ def _timeline(report: CallReport | LoadReport, timeline: Timeline | None) -> str
         (timeline.heard, "tab:blue", "agent (heard)"),
     ):
         if len(env.times_ms):
-            t = np.frombuffer(env.times_ms, dtype=np.float32) / 1000
-            level = np.array([max(dbfs(int(v)), _FLOOR_DB) for v in env.levels])
+            t, level = _steps(env)
             offset = 0.0 if label.startswith("caller") else -1.0
             ax.fill_between(
                 t,
@@ -215,11 +228,11 @@ img { display: block; margin: 8px 0; }
 """
 
 
-def _table(report: Any) -> str:
+def _table(report: Any, skip: tuple[str, ...] = ()) -> str:
     body = "".join(
         f"<tr><td>{html.escape(label)}</td><td class='v'>{html.escape(value)}</td>"
         f"<td class='h'>{html.escape(meaning)}</td></tr>"
-        for label, value, meaning in rows(report)
+        for label, value, meaning in rows(report, skip)
     )
     return f"<table>{body}</table>"
 
@@ -284,7 +297,9 @@ def render(report: CallReport | LoadReport, timeline: Timeline | None) -> str:
         parts += ["<h2>Network impairments</h2>", _table(report.impairments)]
     if report.bridge is not None:
         parts += ["<h2>What bridge counted (/metrics)</h2>", _table(report.bridge)]
-    parts += [f"<h2>The {kind}</h2>", _table(report), "</body></html>"]
+    # A conversation's far end is an agent, not an echo: its echo figures mean nothing.
+    skip = ECHO_LINES if report.turns is not None else ()
+    parts += [f"<h2>The {kind}</h2>", _table(report, skip), "</body></html>"]
     return "\n".join(parts)
 
 

@@ -43,7 +43,7 @@ def overloaded(late99_ms: float | None, lag99_ms: float | None) -> bool:
 
 
 #: Text lines about echoes, left out of a conversation's report (JSON keeps them).
-_ECHO_LINES = ("echo", "exact", "round trip", "late")
+ECHO_LINES = ("echo", "exact", "round trip", "late")
 
 
 def _overload_line(late99: float | None, lag99: float | None) -> list[str]:
@@ -601,7 +601,7 @@ class CallReport:
         if not self.connected:
             return f"call {self.url}: could not connect: {self.error}"
         # A conversation's far end is an agent, not an echo: its echo figures mean nothing.
-        skip = _ECHO_LINES if self.turns is not None else ()
+        skip = ECHO_LINES if self.turns is not None else ()
         lines = [
             f"call {self.url}  rate {self.rate}  connected in {show(self.connect_ms)} ms  "
             f"lasted {self.duration_s:.2f} s",
@@ -830,7 +830,7 @@ class LoadReport:
     def text(self) -> str:
         """A short human-readable summary of a load run."""
         procs = f" in {self.procs} processes" if self.procs > 1 else ""
-        skip = _ECHO_LINES if self.turns is not None else ()
+        skip = ECHO_LINES if self.turns is not None else ()
         lines = [
             f"load {self.url}  {self.calls} calls{procs} over {self.ramp_s:.2f} s ramp, "
             f"lasted {self.duration_s:.2f} s",

@@ -324,7 +324,14 @@ def add_agent_subcommand(subparsers: argparse._SubParsersAction[argparse.Argumen
     agent.add_argument(
         "--rate", type=int, default=d.rate, help="audio rate without websocket:connected"
     )
-    agent.add_argument("--reply", metavar="WAV", help="what it says (default: a 0.8 s tone)")
+    agent.add_argument("--reply", metavar="WAV", help="what it says (default: a 440 Hz tone)")
+    agent.add_argument(
+        "--reply-ms",
+        type=int,
+        default=d.reply_ms,
+        metavar="MS",
+        help="how long the tone lasts (default %(default)s)",
+    )
     agent.add_argument(
         "--speech-threshold-dbfs", type=float, default=d.threshold_dbfs, metavar="DB"
     )
@@ -346,6 +353,7 @@ def _cli_agent(args: argparse.Namespace) -> int:
         send=args.send,
         rate=args.rate,
         reply=args.reply,
+        reply_ms=args.reply_ms,
         threshold_dbfs=args.speech_threshold_dbfs,
         end_silence_ms=args.end_silence_ms,
     )

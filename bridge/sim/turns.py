@@ -184,7 +184,8 @@ class Hearing:
 
     def clear(self, at_ns: int) -> None:
         """A clear at ``at_ns``: audio queued to play from then on is never heard, and the
-        spurt playing (or paused between words) ends there, cleared."""
+        spurt playing ends there, cleared (one already silent, between words or done, ends
+        where its audio did: the agent had stopped by itself)."""
         spurts = self.spurts
         while spurts and spurts[-1].start_ns >= at_ns:
             spurts.pop()
@@ -192,8 +193,8 @@ class Hearing:
             # Final because a later spurt was queued (now cleared) is not final: only the
             # gap heard after it, or this clear, ends it.
             last = spurts[-1]
-            if last.end_ns + self.gap_ns > at_ns:
-                last.end_ns = min(last.end_ns, at_ns)
+            if at_ns < last.end_ns:  # it cut audio; after its end, the agent had fallen silent
+                last.end_ns = at_ns
                 last.cleared = True
             last.final = True
 

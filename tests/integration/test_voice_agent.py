@@ -26,7 +26,7 @@ import pytest
 from bridge.audio.wav import read_wav, write_wav
 from bridge.config import ServerConfig
 from bridge.handlers import build_handler
-from bridge.sim import CallOptions, CallReport, TurnOptions, run_call
+from bridge.sim import CallOptions, CallReport, TurnOptions, run_call, run_load
 from bridge.sim.agent import AgentOptions, AgentServer
 from tests.helpers import DATA, TRANSPORT, running_server, wait_s
 
@@ -148,3 +148,34 @@ async def test_an_agent_that_sends_ahead_and_never_clears_is_heard_to_the_end(
     # Heard until its end: 1500 ms from its start, of which 400 ms + the utterance's leading
     # silence had passed.
     assert barged.barge_in_ms == pytest.approx(1500 - 400 - SPEECH_MS[0], abs=TOLERANCE_MS + 20)
+
+
+async def test_load_turns_measures_every_calls_conversation_and_its_own_health(
+    utterance: Path,
+) -> None:
+    """``bridge load --turns``: four concurrent conversations with the agent (in bridge's
+    place, so only the simulator's measurement is checked); every turn counts in the
+    percentiles, and the generator still reports its own health."""
+    agent = AgentServer(AgentOptions(answer_after_ms=500, reply_ms=300))
+    port = await agent.start()
+    try:
+        opts = CallOptions(
+            f"ws://127.0.0.1:{port}/",
+            wav=utterance,
+            turns=TurnOptions(turns=2, pause_ms=200, gap_ms=100),
+            linger_s=0.1,
+        )
+        report = await asyncio.wait_for(run_load(opts, calls=4, ramp_s=0.2), wait_s(30))
+    finally:
+        await agent.close()
+    t = report.turns
+    assert t is not None, report.text()
+    assert (t.turns, t.turns_done, t.answered, len(t.rows)) == (8, 8, 8, 8), report.text()
+    for figure in (t.latency_p50_ms, t.latency_p95_ms, t.latency_max_ms):
+        assert figure is not None and abs(figure - 500) <= TOLERANCE_MS, report.text()
+    assert report.calls_ok == 4 and report.frames_sent > 0
+    assert report.lateness_p99_ms is not None and report.loop_lag_p99_ms is not None
+    assert report.client_cpu_s is not None and report.client_cpu_s > 0
+    text = report.text()
+    assert "lateness" in text and "generator" in text and "latency" in text
+    assert "echo" not in text  # a conversation's echo figures mean nothing

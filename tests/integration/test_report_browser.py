@@ -88,11 +88,11 @@ def test_the_html_report_shows_its_plots_in_a_browser(
     utterance = tmp_path / "please_connect.wav"
     write_wav(utterance, samples[: round(0.93 * rate)], rate)
     page_path = tmp_path / "report.html"
-    args = ["call", agent, "--turns", "3", "--wav", str(utterance), "--pause-ms", "200"]
+    args = ["call", agent, "--turns", "2", "--wav", str(utterance), "--pause-ms", "200"]
     args += ["--gap-ms", "100", "--jitter-ms", "5", "--seed", "7", "--report", str(page_path)]
     assert main(args) == 0, capsys.readouterr()
     text = capsys.readouterr().out
-    assert "answered 3" in text, text
+    assert "answered 2" in text, text
 
     sizes, shots, whole = asyncio.run(asyncio.wait_for(_shoot(page_path), wait_s(60)))
     assert [s["alt"] for s in sizes] == PLOTS

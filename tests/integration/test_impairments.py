@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 from bridge.cli import main
-from tests.helpers import TRANSPORT, ServerProcess, start_server_process
+from tests.helpers import (
+    IN_SUITES_DEFAULT_RUN,
+    RUNS_IN_THE_WEBSOCKETS_RUN,
+    TRANSPORT,
+    ServerProcess,
+    start_server_process,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -84,9 +90,7 @@ def test_bursts_are_counted_by_bridge_as_injected_and_its_pacing_stays_within_2_
     assert report["frames_sent"] == report["frames_received"] == report["frames_matched"] == 400
 
 
-@pytest.mark.skipif(
-    TRANSPORT != "websockets", reason="a minute of real time: scripts/test's websockets run"
-)
+@pytest.mark.skipif(IN_SUITES_DEFAULT_RUN, reason=RUNS_IN_THE_WEBSOCKETS_RUN)
 def test_a_carrier_clock_500_ppm_fast_for_60_s_neither_underruns_bridge_nor_grows_its_queue(
     bridge: ServerProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,7 +9,7 @@ speech runs from 249.25 ms to 906.625 ms). Every turn's
 measurement must be within 20 ms of what the agent was told to do.
 
 These run in real time, once: in scripts/test's websockets run, which runs beside the
-default one and is the shorter of the two. What they check is the simulator's measurement,
+default one and is the shorter of the two (run alone, on any backend). What they check is the simulator's measurement,
 not the server transport.
 """
 
@@ -28,14 +28,17 @@ from bridge.config import ServerConfig
 from bridge.handlers import build_handler
 from bridge.sim import CallOptions, CallReport, TurnOptions, run_call, run_load
 from bridge.sim.agent import AgentOptions, AgentServer
-from tests.helpers import DATA, TRANSPORT, running_server, wait_s
+from tests.helpers import (
+    DATA,
+    IN_SUITES_DEFAULT_RUN,
+    RUNS_IN_THE_WEBSOCKETS_RUN,
+    running_server,
+    wait_s,
+)
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        TRANSPORT != "websockets",
-        reason="real time: runs once, in scripts/test's websockets run (BRIDGE_TRANSPORT=websockets)",
-    ),
+    pytest.mark.skipif(IN_SUITES_DEFAULT_RUN, reason=RUNS_IN_THE_WEBSOCKETS_RUN),
 ]
 
 UTTERANCE_S = 0.93

@@ -50,9 +50,10 @@ def call(
     assert code == 0, report
     ended = [line for line in server.lines if line.get("msg") == "call ended"]
     assert len(ended) == 1, server.messages()
-    # The simulator kept its own schedule: a sender stalled for two frames makes gaps (and
-    # bridge's answers to them) that nobody injected; then the machine is too busy to test on.
-    assert report["lateness_max_ms"] < 40, f"the simulator itself stalled: {report}"
+    # The simulator kept its own schedule, every frame within a slot of its time: a frame a
+    # slot late leaves bridge's slot empty (an underrun nobody injected), two make a gap.
+    # Failing here means the machine was too busy to measure bridge on, not bridge.
+    assert report["lateness_max_ms"] < 20, f"the simulator itself stalled: {report}"
     return report, ended[0]
 
 

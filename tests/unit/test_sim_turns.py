@@ -225,6 +225,19 @@ def test_hearing_groups_speech_into_spurts_and_a_clear_cuts_them() -> None:
     assert hearing.talking_at(100 * FRAME_NS) is None
 
 
+def test_a_clear_after_the_agent_fell_silent_is_not_what_stopped_it() -> None:
+    """The answer played to its end; a clear 100 ms later (within the gap that would have
+    made it final) cut nothing: the agent had stopped by itself, and its end stays."""
+    hearing = Hearing(threshold=328, gap_ns=300 * MS, samples_per_frame=N)
+    loud = to_bytes(tone(300, RATE, N, amplitude=8000))
+    for k in range(10):
+        hearing.frame(loud, k * FRAME_NS, FRAME_NS)
+    end = hearing.spurts[-1].end_ns
+    hearing.clear(10 * FRAME_NS + 100 * MS)
+    last = hearing.spurts[-1]
+    assert last.final and not last.cleared and last.end_ns == end
+
+
 def test_a_silent_utterance_is_refused(tmp_path: object) -> None:
     from pathlib import Path  # noqa: PLC0415
 

@@ -12,18 +12,21 @@ same code on either backend; the transport backends are compared elsewhere).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from bridge.cli import main
 from tests.helpers import (
     IN_SUITES_DEFAULT_RUN,
+    ROOT,
     RUNS_IN_THE_WEBSOCKETS_RUN,
     TRANSPORT,
     ServerProcess,
     start_server_process,
+    wait_s,
 )
 
 pytestmark = pytest.mark.slow
@@ -38,16 +41,23 @@ def bridge() -> Iterator[ServerProcess]:
         server.stop()
 
 
-def call(
-    server: ServerProcess, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``bridge call --json`` with ``args``: its report, and bridge's "call ended" line."""
+def call(server: ServerProcess, *args: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``bridge call --json`` with ``args``, in a process of its own (as a user runs it: not
+    in this long-lived test process, whose heap makes the collector pause it for tens of
+    ms): its report, and bridge's "call ended" line."""
     url = server.url.rstrip("/")
     metrics = url.replace("ws://", "http://").rsplit("/", 1)[0] + "/metrics"
-    capsys.readouterr()
-    code = main(["call", url, "--json", "--metrics-url", metrics, "--linger", "0.3", *args])
-    report = json.loads(capsys.readouterr().out)
-    assert code == 0, report
+    command = ["call", url, "--json", "--metrics-url", metrics, "--linger", "0.3", *args]
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", *command],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=wait_s(120),
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
     ended = [line for line in server.lines if line.get("msg") == "call ended"]
     assert len(ended) == 1, server.messages()
     # The simulator kept its own schedule, every frame within a slot of its time: a frame a
@@ -59,7 +69,7 @@ def call(
 
 @pytest.mark.skipif(TRANSPORT == "websockets", reason="real time: default backend run only")
 def test_bursts_are_counted_by_bridge_as_injected_and_its_pacing_stays_within_2_ms(
-    bridge: ServerProcess, capsys: pytest.CaptureFixture[str]
+    bridge: ServerProcess,
 ) -> None:
     """200 ms of nothing every 2 s on the way to bridge, then everything at once (as TCP
     delivers after a loss): bridge logs one inbound gap per burst, as long as the one
@@ -68,7 +78,6 @@ def test_bursts_are_counted_by_bridge_as_injected_and_its_pacing_stays_within_2_
     simulator's work on a held-back burst would only compete with bridge for the CPU.)"""
     report, ended = call(
         bridge,
-        capsys,
         *("--seconds", "8", "--burst-ms", "200", "--burst-every-s", "2", "--impair", "send"),
     )
     injected = report["impairments"]
@@ -93,7 +102,7 @@ def test_bursts_are_counted_by_bridge_as_injected_and_its_pacing_stays_within_2_
 
 @pytest.mark.skipif(IN_SUITES_DEFAULT_RUN, reason=RUNS_IN_THE_WEBSOCKETS_RUN)
 def test_a_carrier_clock_500_ppm_fast_for_60_s_neither_underruns_bridge_nor_grows_its_queue(
-    bridge: ServerProcess, capsys: pytest.CaptureFixture[str]
+    bridge: ServerProcess,
 ) -> None:
     """What bridge does with a carrier whose clock is 500 ppm fast: it measures the drift
     (its log line), echoes every frame the moment it arrives, and so runs ahead of its own
@@ -101,7 +110,7 @@ def test_a_carrier_clock_500_ppm_fast_for_60_s_neither_underruns_bridge_nor_grow
     queues in bridge, the round trip does not rise, no slot goes empty. (Past the lead,
     after 200 s at this drift, frames would wait in bridge's queue: a frame more every 40 s,
     up to ``--playout-max-ms``, where it drops the oldest.)"""
-    report, ended = call(bridge, capsys, "--seconds", "60", "--drift-ppm", "500")
+    report, ended = call(bridge, "--seconds", "60", "--drift-ppm", "500")
     drift = report["impairments"]
     elapsed_s = drift["elapsed_s"]
     assert 59.9 <= elapsed_s <= 60.1, drift

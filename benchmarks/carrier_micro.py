@@ -3,7 +3,7 @@
 ``python -m benchmarks.carrier_micro [--frames N]``: one echo call on a fake clock with no
 sockets, ``N`` frames: for Vonage, a binary frame into ``Call.feed_audio`` and out of the
 pacing scheduler as bytes; for each carrier, its ``media`` message (built by
-``bridge.carrier_peer``) through the ``CarrierSession`` (JSON, base64, the codec, Telnyx's
+``bridge.sim.carrier_peer``) through the ``CarrierSession`` (JSON, base64, the codec, Telnyx's
 reordering) into the same call, and out again as the carrier's JSON. Prints microseconds of
 CPU (``time.process_time``) per frame in and out, best of 5, and the ratio to Vonage measured
 in the same run; writes ``benchmarks/results/carrier_micro.json``.
@@ -19,10 +19,10 @@ from types import MappingProxyType
 
 from bridge.audio.pcm import to_bytes, tone
 from bridge.call import Call
-from bridge.carrier_peer import CarrierPeer, PeerOptions
 from bridge.carriers import CarrierSession
 from bridge.pacing import FakeClock, Scheduler
 from bridge.protocol.vonage import Connected
+from bridge.sim.carrier_peer import CarrierPeer, PeerOptions
 from bridge.units import FRAME_MS, frame_samples
 
 RESULTS = Path(__file__).resolve().parent / "results" / "carrier_micro.json"

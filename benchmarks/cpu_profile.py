@@ -48,7 +48,7 @@ from websockets.uri import parse_uri
 
 from benchmarks import harness
 from bridge.pacing import MonotonicClock
-from bridge.simulator import _Connection
+from bridge.sim.client import SimConnection as _Connection
 
 BUCKETS = (
     "kernel: socket writes",

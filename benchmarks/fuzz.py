@@ -807,7 +807,7 @@ def realtime_main(url: str) -> None:
     """Back-to-back real-time calls until stdin closes; one JSON report per line."""
     import select  # noqa: PLC0415
 
-    from bridge.simulator import CallOptions, run_call  # noqa: PLC0415
+    from bridge.sim import CallOptions, run_call  # noqa: PLC0415
 
     while True:
         report = run(

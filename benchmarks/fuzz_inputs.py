@@ -26,12 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.carrier_peer import CarrierPeer, PeerOptions
 from bridge.carriers import CarrierSession
 from bridge.errors import PeerError
 from bridge.protocol.carrier import Stopped
 from bridge.protocol.vonage import build_connected, parse_event
 from bridge.server import CLOSE_CODES
+from bridge.sim.carrier_peer import CarrierPeer, PeerOptions
 from bridge.units import SUPPORTED_RATES, content_type
 
 OPEN = "open"

@@ -37,7 +37,7 @@ from typing import Any
 from benchmarks import harness
 from benchmarks.live import LiveServer, histogram_delta, histogram_quantile, other_cpu_pct
 from bridge.runtime import run
-from bridge.simulator import CallOptions, CallReport, run_call
+from bridge.sim import CallOptions, CallReport, run_call
 
 SAMPLE_S = 10.0
 RSS_GROWTH_GOAL = 0.05

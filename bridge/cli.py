@@ -27,7 +27,7 @@ from bridge.logs import setup_logging
 from bridge.ncco_cli import add_subcommand as add_ncco_subcommand
 from bridge.runtime import run
 from bridge.server import serve
-from bridge.simulator import add_subcommands
+from bridge.sim import add_subcommands
 from bridge.startup import check_output_dirs
 from bridge.twiml import add_subcommand as add_twiml_subcommand
 from bridge.workers import run_supervisor

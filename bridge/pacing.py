@@ -10,9 +10,13 @@ sending slightly ahead). The grid never slides:
   audio takes the current slot, so a burst after silence cannot be dumped into Vonage's buffer.
 
 Everything here is synchronous and driven by ``now_ns`` values, so tests use :class:`FakeClock`
-and assert exact send times. The asyncio side keeps one ``loop.call_at`` handle for the earliest
-wake-up across all calls (the ``arm`` callback of :class:`Scheduler`; the server's
-``_arm_timer``): no task per call, no timer per frame (docs/architecture.md s.5).
+and assert exact send times. The asyncio side keeps one timer for the earliest wake-up across
+all calls (the ``arm`` callback of :class:`Scheduler`; ``bridge.pacer.Pacer``): no task per
+call, no timer per frame (docs/architecture.md s.5).
+
+The scheduler paces anything :class:`Paced` (a ``pump(now)`` that says when it next needs
+service): the server's outbound streams, and the simulator's senders, delay lines and agents,
+so the whole project runs on one clock and one schedule.
 
 One call's fault never stops another's audio: a stream whose send path raises (a faulty
 outbound tap, a marker callback) is closed and handed to its ``on_error`` (the call decides
@@ -33,6 +37,9 @@ from typing import Any, Protocol
 from bridge.audio.playout import Marker, PlayoutBuffer
 from bridge.units import FRAME_NS, MS
 
+#: "No wake-up pending": later than any monotonic reading.
+NEVER_NS = 1 << 62
+
 
 class Clock(Protocol):
     def now_ns(self) -> int:
@@ -41,12 +48,16 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """The production clock: ``time.monotonic_ns``, the same clock asyncio's loop uses."""
+    """The production clock: ``time.monotonic_ns``, the same clock asyncio's loop uses.
+
+    ``now_ns`` is the C function itself, not a method wrapping it: it is read for every
+    frame on both sides of every connection, and a Python frame per reading costs more than
+    the reading.
+    """
 
     __slots__ = ()
 
-    def now_ns(self) -> int:
-        return time.monotonic_ns()
+    now_ns = staticmethod(time.monotonic_ns)
 
 
 class FakeClock:
@@ -212,12 +223,27 @@ class OutboundStream:
             self.on_room()
 
 
+class Paced(Protocol):
+    """What the scheduler services: something that sends (or does) what is due by ``now_ns``.
+
+    ``pump`` returns when it next needs service (``None``: not until it is added again);
+    ``wake_ns`` is the scheduler's bookkeeping (the wake-up it holds for the item, if any);
+    ``closed`` retires the item at its next wake-up.
+    """
+
+    wake_ns: int | None
+    closed: bool
+
+    def pump(self, now_ns: int) -> int | None: ...
+
+
 class Scheduler:
-    """Services every call's stream from one clock and one pending wake-up.
+    """Services every :class:`Paced` item (a call's stream, a simulated caller) from one
+    clock and one pending wake-up.
 
     ``arm`` is how the scheduler asks its owner for a callback at an absolute time; the asyncio
-    owner implements it with a single ``loop.call_at`` handle, a test with a fake clock calls
-    :meth:`service` directly.
+    owner (``bridge.pacer.Pacer``) implements it with a single loop timer, a test with a fake
+    clock calls :meth:`service` directly.
     """
 
     def __init__(
@@ -227,7 +253,7 @@ class Scheduler:
             raise ValueError("lead_ms must be >= 0")
         self.clock = clock
         self.lead_ns = lead_ms * MS
-        self._heap: list[tuple[int, int, OutboundStream]] = []
+        self._heap: list[tuple[int, int, Paced]] = []
         self._seq = 0
         self._arm = arm
         self._armed_ns: int | None = None
@@ -265,6 +291,16 @@ class Scheduler:
             return
         self._schedule(stream, wake)
 
+    def add(self, item: Paced, wake_ns: int | None) -> None:
+        """Service ``item`` at ``wake_ns`` (or earlier, if it already waits for an earlier one)."""
+        self._schedule(item, wake_ns)
+
+    @property
+    def next_wake_ns(self) -> int:
+        """The earliest wake-up held (:data:`NEVER_NS` if none); may be a retired item's."""
+        heap = self._heap
+        return heap[0][0] if heap else NEVER_NS
+
     def service(self, now_ns: int | None = None, early_ns: int = 0) -> int | None:
         """Pump every stream that is due; returns the earliest future wake-up (or ``None``).
 
@@ -272,22 +308,44 @@ class Scheduler:
         early), so one timer wake-up serves every call whose deadline is that close. A stream
         whose pump raises is closed and reported (``on_error``) after the others have been
         serviced and the next wake-up requested.
+
+        An item due again is moved down the heap in place (one sift, not a pop and a push):
+        with thousands of simulated callers this loop is most of the load generator's work.
         """
         now = (self.clock.now_ns() if now_ns is None else now_ns) + early_ns
         self._armed_ns = None
         heap = self._heap
-        failed: list[tuple[OutboundStream, Exception]] = []
+        failed: list[tuple[Paced, Exception]] = []
+        seq = self._seq
         while heap and heap[0][0] <= now:
-            wake, _, stream = heapq.heappop(heap)
+            entry = heap[0]
+            wake, _, stream = entry
             if stream.closed or stream.wake_ns != wake:
+                heapq.heappop(heap)
                 continue
             stream.wake_ns = None
             try:
                 next_wake = stream.pump(now)
             except Exception as exc:
                 failed.append((stream, exc))
-                continue
-            self._schedule(stream, next_wake, arm=False)
+                if heap and heap[0] is entry:
+                    heapq.heappop(heap)
+                continue  # (otherwise the entry is stale: wake_ns no longer matches)
+            if heap and heap[0] is entry:
+                if next_wake is None or stream.closed or stream.wake_ns is not None:
+                    heapq.heappop(heap)  # done, or the pump re-added itself (its own entry)
+                    self._seq = seq
+                    self._schedule(stream, next_wake, arm=False)
+                    seq = self._seq
+                else:
+                    seq += 1
+                    stream.wake_ns = next_wake
+                    heapq.heapreplace(heap, (next_wake, seq, stream))
+            else:  # the pump added an earlier item: the entry moved; it is stale from now
+                self._seq = seq
+                self._schedule(stream, next_wake, arm=False)
+                seq = self._seq
+        self._seq = seq
         while heap and (heap[0][2].closed or heap[0][2].wake_ns != heap[0][0]):
             heapq.heappop(heap)
         next_wake = heap[0][0] if heap else None
@@ -297,24 +355,25 @@ class Scheduler:
             self._failed(failed)
         return next_wake
 
-    def _failed(self, failed: list[tuple[OutboundStream, Exception]]) -> None:
+    def _failed(self, failed: list[tuple[Paced, Exception]]) -> None:
         """Close each failed stream and hand its error to its owner; an error nobody owns
         (or one its handler raised) is raised once every stream has been told."""
         unowned: Exception | None = None
         for stream, exc in failed:
             stream.closed = True
             stream.wake_ns = None
-            if stream.on_error is None:
+            on_error: Callable[[Exception], None] | None = getattr(stream, "on_error", None)
+            if on_error is None:
                 unowned = unowned or exc
                 continue
             try:
-                stream.on_error(exc)
+                on_error(exc)
             except Exception as handler_exc:
                 unowned = unowned or handler_exc
         if unowned is not None:
             raise unowned
 
-    def _schedule(self, stream: OutboundStream, wake_ns: int | None, arm: bool = True) -> None:
+    def _schedule(self, stream: Paced, wake_ns: int | None, arm: bool = True) -> None:
         if wake_ns is None or stream.closed:
             return
         if stream.wake_ns is not None and stream.wake_ns <= wake_ns:

@@ -43,7 +43,8 @@ from bridge.errors import ConfigError, Fault, PeerError
 from bridge.filewriter import written as file_writes_done
 from bridge.http import UNAUTHORIZED, HttpResponse, HttpRoutes, phone_url, unavailable
 from bridge.metrics import CallMeter, Metrics, deviation_p99_ms
-from bridge.pacing import Clock, MonotonicClock, Scheduler
+from bridge.pacer import Pacer
+from bridge.pacing import Clock, MonotonicClock
 from bridge.protocol.carrier import CARRIER_NAMES, CarrierError, Stopped
 from bridge.protocol.dialects import CARRIER_CHOICES, PENDING, UNKNOWN, first_message_dialect
 from bridge.protocol.vonage import Connected, parse_connected, parse_event
@@ -104,7 +105,15 @@ class BridgeServer:
         self.config = config
         self.handler = handler
         self.clock = clock or MonotonicClock()
-        self.scheduler = Scheduler(self.clock, config.lead_ms, arm=self._arm_timer)
+        #: One timer for the whole process: the scheduler asks for the earliest wake-up,
+        #: and each wake-up's lateness is bridge's outbound pacing error (the metric).
+        self.pacer = Pacer(
+            self.clock,
+            config.lead_ms,
+            TICK_EARLY_NS,
+            on_fire=lambda late_ns: self.metrics.pacing.observe(max(0, late_ns) / 1e9),
+        )
+        self.scheduler = self.pacer.scheduler
         self.auth = Authenticator.from_config(config)
         self.metrics = Metrics()
         self.routes = HttpRoutes(config, self.auth, self._metrics_text, lambda: not self.draining)
@@ -119,8 +128,6 @@ class BridgeServer:
         self.transport_name = resolve_transport(config.transport)
         self._no_upgraded: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_ns: int | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._tick_due = 0.0
         self._sample_period_s = max(0.05, min(SAMPLE_PERIOD_S, config.idle_timeout_s / 4))
@@ -147,6 +154,7 @@ class BridgeServer:
             except EndpointError as exc:
                 raise ConfigError(f"the /answer NCCO would be invalid: {exc}") from exc
         self._loop = asyncio.get_running_loop()
+        self.pacer.loop = self._loop
         self._no_upgraded = asyncio.Event()
         self._no_upgraded.set()
         if self.config.pipeline_rate is not None:
@@ -234,8 +242,7 @@ class BridgeServer:
         await file_writes_done()  # recordings and call logs complete on disk
         if self._server is not None:
             await self._server.wait_closed()
-        if self._timer is not None:
-            self._timer.cancel()
+        self.pacer.close()
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
@@ -254,32 +261,6 @@ class BridgeServer:
                 self._no_upgraded.set()
             else:
                 self._no_upgraded.clear()
-
-    # One timer for the whole process: the scheduler asks for the earliest wake-up.
-    def _arm_timer(self, wake_ns: int) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        timer_ns = self._timer_ns
-        if self._timer is not None and timer_ns is not None and timer_ns <= wake_ns + TICK_EARLY_NS:
-            return  # the armed wake-up serves this one too (see _on_timer)
-        if self._timer is not None:
-            self._timer.cancel()
-        delay = max(0.0, (wake_ns - self.clock.now_ns()) / 1e9)
-        self._timer_ns = wake_ns
-        self._timer = loop.call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        due = self._timer_ns
-        self._timer = None
-        self._timer_ns = None
-        now = self.clock.now_ns()
-        if due is not None:
-            self.metrics.pacing.observe(max(0, now - due) / 1e9)
-        # One pass serves every call due within TICK_EARLY_NS: calls' deadlines are spread
-        # over the 20 ms grid, and a wake-up per call would cost more than it buys (uvloop's
-        # timers have 1 ms resolution anyway; a frame 1 ms early is well inside the lead).
-        self.scheduler.service(now, early_ns=TICK_EARLY_NS)
 
     # Once a second: metrics from the calls' counters, idle calls, event-loop lag.
     def _on_tick(self) -> None:

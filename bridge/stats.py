@@ -12,46 +12,93 @@ Count, sum, minimum and maximum are kept exactly.
 Values are integers in nanoseconds (the project's timestamps are integers); ``unit_ns`` sets
 the resolution of the smallest bucket (1 us by default).
 
-Import rule: standard library only.
+Recording is batched: :meth:`Histogram.record` appends the value to a typed array, and every
+``batch`` values (or when anything is read) numpy puts the whole batch into its buckets at
+once. The load generator records three values per frame sent and echoed; a bucket update in
+Python per value was about 0.55 us, an append about 0.12 us and the batch about 0.03 us per
+value. What is read (count, sum, extremes, percentiles, buckets) is always exact and up to
+date.
+
+Import rule: standard library and numpy.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable
 from typing import Any
+
+import numpy as np
+
+#: Values kept before they are put into buckets (8 KiB), unless a histogram says otherwise.
+DEFAULT_BATCH = 1024
+_INT64_MAX = (1 << 63) - 1
 
 
 class Histogram:
     """Counts of non-negative integer values (ns) in log-linear buckets, with exact extremes."""
 
     __slots__ = (
+        "_batch",
         "_buckets",
+        "_count",
         "_half",
         "_max_index",
+        "_max_ns",
+        "_max_units",
+        "_min_ns",
+        "_pending",
         "_sub",
-        "count",
-        "max_ns",
-        "min_ns",
+        "_sum_ns",
         "sub_bits",
-        "sum_ns",
         "unit_ns",
     )
 
-    def __init__(self, unit_ns: int = 1_000, sub_bits: int = 8, max_ns: int = 10**10) -> None:
-        if unit_ns <= 0 or sub_bits < 2 or max_ns <= 0:
-            raise ValueError("unit_ns and max_ns must be positive and sub_bits >= 2")
+    def __init__(
+        self,
+        unit_ns: int = 1_000,
+        sub_bits: int = 8,
+        max_ns: int = 10**10,
+        batch: int = DEFAULT_BATCH,
+    ) -> None:
+        if unit_ns <= 0 or sub_bits < 2 or max_ns <= 0 or batch < 1:
+            raise ValueError("unit_ns, max_ns and batch must be positive and sub_bits >= 2")
         self.unit_ns = unit_ns
         self.sub_bits = sub_bits
         self._sub = 1 << sub_bits
         self._half = self._sub >> 1
         # Values past max_ns share the last bucket; the exact maximum is still kept.
-        self._max_index = self._index(max_ns // unit_ns)
+        self._max_units = max_ns // unit_ns
+        self._max_index = self._index(self._max_units)
         self._buckets: dict[int, int] = {}
-        self.count = 0
-        self.sum_ns = 0
-        self.min_ns = 0
-        self.max_ns = 0
+        self._batch = batch
+        #: Recorded values not yet in buckets (at most ``batch``; see the module doc).
+        self._pending = array("q")
+        self._count = 0
+        self._sum_ns = 0
+        self._min_ns = 0
+        self._max_ns = 0
+
+    # What is read always includes the pending values.
+    @property
+    def count(self) -> int:
+        return self._count + len(self._pending)
+
+    @property
+    def sum_ns(self) -> int:
+        self._fold()
+        return self._sum_ns
+
+    @property
+    def min_ns(self) -> int:
+        self._fold()
+        return self._min_ns
+
+    @property
+    def max_ns(self) -> int:
+        self._fold()
+        return self._max_ns
 
     @property
     def max_buckets(self) -> int:
@@ -60,6 +107,19 @@ class Histogram:
 
     def __len__(self) -> int:
         return self.count
+
+    def bucket_counts(self) -> dict[int, int]:
+        """Bucket index -> values in it (a copy; pending values included)."""
+        self._fold()
+        return dict(self._buckets)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._fold()  # (pickled between load processes: buckets only)
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def _index(self, units: int) -> int:
         if units < self._sub:
@@ -77,34 +137,65 @@ class Histogram:
         return low, low + (1 << shift)
 
     def record(self, value_ns: int) -> None:
-        """Add one value; negative values count as 0 (a clock cannot be early by design).
+        """Add one value; negative values count as 0 (a clock cannot be early by design)."""
+        pending = self._pending
+        try:
+            pending.append(value_ns)
+        except OverflowError:  # beyond 64 bits: one value the slow way
+            self._fold()
+            self._add_one(value_ns)
+            return
+        if len(pending) >= self._batch:
+            self._fold()
 
-        The load generator calls this three times per frame, so :meth:`_index` is inlined
-        and no builtin is called (comparisons instead of ``max``/``min``: each builtin call
-        costs about as much as the rest of a record).
-        """
-        if value_ns < 0:  # noqa: PLR1730
-            value_ns = 0
-        units = value_ns // self.unit_ns
-        if units < self._sub:
-            index = units
-        else:
-            shift = units.bit_length() - self.sub_bits
-            index = self._sub + (shift - 1) * self._half + (units >> shift) - self._half
-            if index > self._max_index:  # noqa: PLR1730 - no builtin call per record
-                index = self._max_index
+    def _add_one(self, value_ns: int) -> None:
+        value_ns = max(0, value_ns)
+        index = self._index(min(value_ns // self.unit_ns, self._max_units))
+        self._buckets[index] = self._buckets.get(index, 0) + 1
+        self._max_ns = max(self._max_ns, value_ns)
+        self._min_ns = value_ns if not self._count else min(self._min_ns, value_ns)
+        self._count += 1
+        self._sum_ns += value_ns
+
+    def _fold(self) -> None:
+        """Put the pending values into buckets, all at once (see the module doc)."""
+        pending = self._pending
+        n = len(pending)
+        if not n:
+            return
+        values = np.maximum(np.frombuffer(pending, dtype=np.int64), 0)
+        low, high = int(values.min()), int(values.max())
+        # (an int64 sum could overflow: Python's integers cannot)
+        total = int(values.sum()) if high <= _INT64_MAX // n else sum(values.tolist())
+        # Past max_ns every value shares the last bucket: clip to it first (the index grows
+        # with the value), which also keeps the float conversion below exact enough.
+        units = np.minimum(values // self.unit_ns, self._max_units)
+        index = units.copy()
+        big = units >= self._sub
+        if big.any():
+            u = units[big]
+            # bit_length(u): frexp's exponent, corrected where the float rounded up.
+            bits = np.frexp(u.astype(np.float64))[1].astype(np.int64)
+            bits -= (u >> (bits - 1)) == 0
+            shift = bits - self.sub_bits
+            index[big] = self._sub + (shift - 1) * self._half + (u >> shift) - self._half
+        counts = np.bincount(index)
+        hit = np.flatnonzero(counts)
         buckets = self._buckets
-        buckets[index] = buckets.get(index, 0) + 1
-        if value_ns > self.max_ns:  # noqa: PLR1730
-            self.max_ns = value_ns
-        if value_ns < self.min_ns or not self.count:
-            self.min_ns = value_ns
-        self.count += 1
-        self.sum_ns += value_ns
+        get = buckets.get
+        for i, k in zip(hit.tolist(), counts[hit].tolist(), strict=True):
+            buckets[i] = get(i, 0) + k
+        self._max_ns = max(self._max_ns, high)
+        if low < self._min_ns or not self._count:
+            self._min_ns = low
+        self._count += n
+        self._sum_ns += total
+        del pending[:]
 
     def record_many(self, values_ns: Iterable[int]) -> None:
         for value in values_ns:
             self.record(value)
+        self._fold()
 
     def merge(self, other: Histogram) -> None:
         """Add ``other``'s counts (same bucket layout required) into this histogram."""
@@ -114,16 +205,18 @@ class Histogram:
             self._max_index,
         ):
             raise ValueError("cannot merge histograms with different bucket layouts")
-        if other.count == 0:
+        other._fold()
+        if other._count == 0:
             return
+        self._fold()
         buckets = self._buckets
         for index, n in other._buckets.items():
             buckets[index] = buckets.get(index, 0) + n
-        if self.count == 0 or other.min_ns < self.min_ns:
-            self.min_ns = other.min_ns
-        self.max_ns = max(self.max_ns, other.max_ns)
-        self.count += other.count
-        self.sum_ns += other.sum_ns
+        if self._count == 0 or other._min_ns < self._min_ns:
+            self._min_ns = other._min_ns
+        self._max_ns = max(self._max_ns, other._max_ns)
+        self._count += other._count
+        self._sum_ns += other._sum_ns
 
     def mean_ns(self) -> float | None:
         return self.sum_ns / self.count if self.count else None
@@ -136,6 +229,7 @@ class Histogram:
         result differs from ``numpy.percentile`` on the raw data by at most a bucket width.
         """
         wanted = list(percents)
+        self._fold()
         if self.count == 0:
             return [None for _ in wanted]
         ranks: list[tuple[float, int, int]] = []

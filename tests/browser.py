@@ -41,10 +41,14 @@ def chromium_path() -> str:
 
 
 @contextlib.asynccontextmanager
-async def chromium(mic_wav: Path, *, allow_microphone: bool = True) -> AsyncIterator[Browser]:
-    """A headless Chromium whose microphone plays ``mic_wav`` in a loop."""
-    args = [*FLAGS, f"--use-file-for-fake-audio-capture={mic_wav}"]
-    if allow_microphone:
+async def chromium(
+    mic_wav: Path | None = None, *, allow_microphone: bool = True
+) -> AsyncIterator[Browser]:
+    """A headless Chromium whose microphone plays ``mic_wav`` in a loop (if given)."""
+    args = [*FLAGS]
+    if mic_wav is not None:
+        args.append(f"--use-file-for-fake-audio-capture={mic_wav}")
+    if allow_microphone and mic_wav is not None:
         args.append("--use-fake-ui-for-media-stream")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(

@@ -1,5 +1,5 @@
 """A small carrier-speaking client for the server-side tests: the carrier's messages come from
-``bridge.carrier_peer``; the socket is websockets' asyncio client. No pacing, no playback
+``bridge.sim.carrier_peer``; the socket is websockets' asyncio client. No pacing, no playback
 model (the simulator, ``bridge call --carrier``, has those): a test says what to send and
 reads what comes back."""
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.carrier_peer import CarrierPeer, PeerOptions
 from bridge.protocol.carrier import Command
+from bridge.sim.carrier_peer import CarrierPeer, PeerOptions
 from tests.helpers import wait_s
 
 

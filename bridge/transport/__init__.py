@@ -3,6 +3,6 @@
 ``connection`` (the shared framing, flush, backpressure and close procedure), ``server`` and
 ``client`` (the two sides), ``lifecycle`` (phases and outcomes as a table).
 
-Import rule: the only package, with ``bridge.server``, ``bridge.simulator`` and
+Import rule: the only package, with ``bridge.server``, ``bridge.sim`` and
 ``bridge.upstream`` built on it, that imports websockets.
 """

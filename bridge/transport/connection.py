@@ -165,7 +165,7 @@ class Connection(asyncio.Protocol):
     """
 
     #: Called with the read's clock reading before its frames are handled (the load
-    #: generator sends what is due first, see ``bridge.simulator``).
+    #: generator sends what is due first, see ``bridge.pacer``).
     read_hook: Callable[[int], None] | None = None
     #: How long the closing handshake may take (the simulator waits longer, like a phone).
     close_timeout_s = CLOSE_TIMEOUT_S

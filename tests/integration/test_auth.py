@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from bridge.logs import setup_logging
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import running_server, start_server_process, url_of
 from tests.integration._http import get
 from tests.integration.test_cli import run_cli

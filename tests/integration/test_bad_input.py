@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import running_server, url_of, wait_s
 
 GOOD_FIRST = json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=16000"})

@@ -15,7 +15,7 @@ import pytest
 
 from bridge.audio.pcm import tone
 from bridge.call import Call
-from bridge.simulator import CallOptions, CallReport, run_call
+from bridge.sim import CallOptions, CallReport, run_call
 from tests.helpers import running_server, url_of, wait_s
 
 SECONDS = 2.0

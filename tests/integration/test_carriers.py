@@ -19,7 +19,7 @@ from bridge.config import ServerConfig
 from bridge.handlers import build_handler, echo
 from bridge.handlers.record import recorded
 from bridge.protocol.vonage import Cleared, Dtmf, Notified
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import running_server, url_of
 from tests.integration.test_record import read_stereo
 from tests.upstreams import RecordingUpstream, read_connections

@@ -16,11 +16,11 @@ from websockets.exceptions import InvalidStatus
 
 from bridge.audio.pcm import to_bytes, tone
 from bridge.call import Call
-from bridge.carrier_peer import PeerOptions
 from bridge.handlers import echo
 from bridge.protocol.twilio import twilio_signature
 from bridge.protocol.vonage import Cleared, Dtmf, Notified
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
+from bridge.sim.carrier_peer import PeerOptions
 from bridge.units import frame_samples
 from tests.carrier_client import CarrierClient, Received
 from tests.helpers import running_server, url_of, wait_s
@@ -135,13 +135,13 @@ async def test_telnyx_media_out_of_order_are_put_back() -> None:
 
 
 def _twilio_first() -> list[str]:
-    from bridge.carrier_peer import CarrierPeer  # noqa: PLC0415
+    from bridge.sim.carrier_peer import CarrierPeer  # noqa: PLC0415
 
     return CarrierPeer(options("twilio")).opening()
 
 
 def _with_media(carrier: str, payload: object) -> list[str | bytes]:
-    from bridge.carrier_peer import CarrierPeer  # noqa: PLC0415
+    from bridge.sim.carrier_peer import CarrierPeer  # noqa: PLC0415
 
     peer = CarrierPeer(options(carrier))
     opening: list[str | bytes] = list(peer.opening())

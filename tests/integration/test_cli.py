@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import ROOT, start_server_process, wait_s
 
 

@@ -11,7 +11,7 @@ import pytest
 from bridge.audio.wav import read_wav
 from bridge.call import Call
 from bridge.protocol.vonage import Dtmf
-from bridge.simulator import CallOptions, run_call, run_load
+from bridge.sim import CallOptions, run_call, run_load
 from tests.helpers import running_server, url_of
 
 

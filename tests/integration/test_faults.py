@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.audio.wav import read_wav
-from bridge.simulator import CallOptions, run_call, run_load
+from bridge.sim import CallOptions, run_call, run_load
 from tests.helpers import (
     ServerProcess,
     start_server_process,

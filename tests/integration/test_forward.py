@@ -26,7 +26,7 @@ from bridge.audio.pcm import Samples, tone
 from bridge.audio.wav import read_wav, write_wav
 from bridge.config import ServerConfig
 from bridge.handlers import build_handler
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import running_server, start_server_process, url_of, wait_s
 from tests.upstreams import RecordingUpstream, read_connections, start_upstream_process
 

@@ -18,7 +18,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from bridge.audio.wav import read_wav
 from bridge.config import ServerConfig
 from bridge.handlers import build_handler
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import ROOT, running_server, url_of
 
 SPEECH = ROOT / "tests" / "data" / "billing_slt_16k.wav"

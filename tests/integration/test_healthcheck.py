@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bridge.config import ServerConfig
 from bridge.healthcheck import health_url
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import ROOT, ServerProcess, make_tls, start_server_process, wait_s
 
 

@@ -17,7 +17,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from bridge.config import ServerConfig
 from bridge.handlers import build_handler
 from bridge.server import BridgeServer
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from bridge.transcript_post import TranscriptPoster
 from tests.helpers import running_server, url_of, wait_s
 

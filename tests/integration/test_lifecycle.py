@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import ServerProcess, start_server_process, wait_s
 from tests.integration._http import get
 

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bridge.call import Call
 from bridge.handlers import echo
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import running_server, url_of, wait_s
 from tests.integration._http import get, metric
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.simulator import CallOptions, CallReport, run_call
+from bridge.sim import CallOptions, CallReport, run_call
 from tests.helpers import ServerProcess, make_tls, start_server_process, wait_s
 from tests.integration._http import get
 from tests.integration._nginx import Nginx, address_of, nginx_binary, start_nginx

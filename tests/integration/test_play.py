@@ -20,7 +20,7 @@ from bridge.audio.wav import read_wav
 from bridge.call import Call, Handler
 from bridge.config import ServerConfig
 from bridge.handlers import build_handler
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import DATA, ROOT, running_server, start_server_process, url_of, wait_s
 
 FRAME = 320  # samples in 20 ms at 16 kHz

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.fakes import FAKES, KEY
 from tests.fakes.recognizer import speech_wav
 from tests.helpers import ROOT, TRANSPORT, wait_s

@@ -23,7 +23,7 @@ from bridge.handlers import build_handler
 from bridge.handlers.record import start_recording
 from bridge.pacing import FakeClock, Scheduler
 from bridge.protocol.vonage import Connected
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import DATA, running_server, start_server_process, url_of, wait_s
 
 

@@ -27,7 +27,7 @@ from bridge.config import ServerConfig
 from bridge.handlers import build_handler
 from bridge.server import BridgeServer
 from bridge.services import DIALECTS
-from bridge.simulator import CallOptions, CallReport, run_call
+from bridge.sim import CallOptions, CallReport, run_call
 from tests.fakes import FAKES, KEY, FakeService
 from tests.fakes.openai_realtime import FakeOpenAIRealtime
 from tests.fakes.recognizer import speech_wav

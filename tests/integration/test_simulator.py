@@ -32,7 +32,7 @@ from bridge.audio.wav import read_wav, write_wav
 from bridge.errors import ConfigError
 from bridge.pacing import MonotonicClock
 from bridge.protocol.vonage import parse_connected
-from bridge.simulator import (
+from bridge.sim import (
     BAD_FRAME_CLOSE_CODE,
     CallOptions,
     add_subcommands,

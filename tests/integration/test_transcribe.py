@@ -18,7 +18,7 @@ import pytest
 from bridge.audio.wav import read_wav, write_wav
 from bridge.config import ServerConfig
 from bridge.handlers import BuiltHandler, build_handler
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import DATA, running_server, start_server_process, url_of, wait_s
 
 pytest.importorskip("pocketsphinx")

@@ -21,7 +21,7 @@ from bridge.audio.wav import read_wav
 from bridge.config import ServerConfig
 from bridge.handlers import BuiltHandler, build_handler
 from bridge.handlers.transcribe import transcribe
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from bridge.transcribe import AsrPool
 from tests.helpers import ROOT, running_server, url_of, wait_s
 from tests.integration._http import get, metric

@@ -15,7 +15,7 @@ from bridge.config import ServerConfig
 from bridge.errors import ConfigError
 from bridge.handlers import echo
 from bridge.server import BridgeServer, resolve_transport
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from bridge.transport.client import connect
 from bridge.upstream import UpstreamLink, UpstreamOptions
 from tests.helpers import running_server, url_of, wait_s

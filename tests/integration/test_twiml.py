@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bridge.protocol.twilio import twilio_signature
-from bridge.simulator import CallOptions, run_call, run_load
+from bridge.sim import CallOptions, run_call, run_load
 from tests.helpers import running_server, start_server_process
 from tests.integration._http import get
 from tests.integration.test_cli import run_cli

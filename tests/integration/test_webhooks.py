@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from bridge.endpoints import validate_ncco
-from bridge.simulator import CallOptions, run_call
+from bridge.sim import CallOptions, run_call
 from tests.helpers import running_server
 from tests.integration._http import get
 from tests.integration.test_auth import SECRET, TOKEN, bearer, vonage_jwt

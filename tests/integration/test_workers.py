@@ -8,7 +8,7 @@ import os
 import signal
 from pathlib import Path
 
-from bridge.simulator import CallOptions, CallReport, run_call
+from bridge.sim import CallOptions, CallReport, run_call
 from tests.helpers import ServerProcess, start_server_process, wait_s
 from tests.integration._http import get, metric
 

@@ -33,7 +33,7 @@ CORE_PREFIXES = (
     "bridge.config",
     "bridge.logs",
 )
-WEBSOCKETS_ALLOWED = ("bridge.server", "bridge.simulator", "bridge.transport", "bridge.upstream")
+WEBSOCKETS_ALLOWED = ("bridge.server", "bridge.sim", "bridge.transport", "bridge.upstream")
 #: The one client a handler may reach: forward mode's reconnecting upstream link, and the
 #: connection layer it is built on.
 HANDLER_NETWORK = ("bridge.upstream", "bridge.transport")

@@ -1,5 +1,5 @@
 """The carrier dialects, sans-I/O (docs/carriers.md): the carrier's side built by
-``bridge.carrier_peer`` and read by ``bridge.carriers``, and back; detection; the reordering
+``bridge.sim.carrier_peer`` and read by ``bridge.carriers``, and back; detection; the reordering
 window; mark names; clears; Exotel's chunks; stamps through G.711; credentials; TwiML."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import pytest
 from bridge.audio.codec import L16_BE, L16_LE, PCMA, PCMU
 from bridge.audio.pcm import to_bytes, tone
 from bridge.auth import Authenticator, Credentials, twilio_signature_valid
-from bridge.carrier_peer import CarrierPeer, PeerOptions, read_wire_stamp, stamp_wire
 from bridge.carriers import CarrierSession, CarrierStats, Reorder
 from bridge.config import ServerConfig
 from bridge.errors import ConfigError, Fault, PeerError
@@ -24,6 +23,7 @@ from bridge.protocol.dialects import PENDING, UNKNOWN, first_message_dialect
 from bridge.protocol.telnyx import Telnyx
 from bridge.protocol.twilio import twilio_signature
 from bridge.protocol.vonage import Cleared, Connected, Dtmf, Notified
+from bridge.sim.carrier_peer import CarrierPeer, PeerOptions, read_wire_stamp, stamp_wire
 from bridge.twiml import TwimlError, answer_twiml, connect_stream
 from bridge.units import frame_samples
 

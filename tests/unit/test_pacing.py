@@ -401,3 +401,50 @@ def test_one_pass_serves_every_call_due_within_the_early_window() -> None:
     late.clock.set_ns(10 * MS)
     assert late.scheduler.service() == round(10.4 * MS)
     assert [len(sent.frames) for _, sent in pairs] == [1, 0]
+
+
+@dataclass
+class Ticker:
+    """A ``Paced`` item: runs every ``every_ns``; when it runs at ``add_at_ns``, it adds
+    ``add`` to be served at ``add_due_ns``."""
+
+    name: str
+    every_ns: int
+    log: list[tuple[str, int]]
+    scheduler: Scheduler | None = None
+    add: Any = None
+    add_at_ns: int = -1
+    add_due_ns: int = 0
+    until_ns: int = 1 << 60
+    wake_ns: int | None = None
+    closed: bool = False
+
+    def pump(self, now_ns: int) -> int | None:
+        self.log.append((self.name, now_ns))
+        if now_ns == self.add_at_ns and self.scheduler is not None:
+            self.scheduler.add(self.add, self.add_due_ns)
+        nxt = now_ns + self.every_ns
+        return nxt if nxt <= self.until_ns else None
+
+
+def test_items_due_again_keep_their_times_when_a_pump_adds_an_earlier_item() -> None:
+    """An item due again is moved down the heap in place; one whose pump added an item due
+    before it (an overdue one, which then heads the heap) is still served once per wake-up,
+    and so is the item it added."""
+    clock = FakeClock()
+    scheduler = Scheduler(clock, 0)
+    log: list[tuple[str, int]] = []
+    late = Ticker("late", 30 * MS, log, until_ns=90 * MS)
+    a = Ticker("a", 20 * MS, log, scheduler, late, 20 * MS, 15 * MS, until_ns=100 * MS)
+    b = Ticker("b", 25 * MS, log, until_ns=100 * MS)
+    scheduler.add(a, 0)
+    scheduler.add(b, 0)
+    for t in range(0, 121 * MS, MS):
+        clock.set_ns(t)
+        scheduler.service(t)
+    times = {name: [t // MS for n, t in log if n == name] for name in ("a", "b", "late")}
+    assert times == {
+        "a": [0, 20, 40, 60, 80, 100],
+        "b": [0, 25, 50, 75, 100],
+        "late": [20, 50, 80],
+    }

@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.carrier_peer import CarrierPeer, PeerOptions
 from bridge.carriers import CarrierSession, CarrierStats, Reorder
 from bridge.errors import PeerError
 from bridge.protocol.carrier import CARRIER_NAMES, Stopped
@@ -36,6 +35,7 @@ from bridge.protocol.vonage import (
 )
 from bridge.services import DIALECTS
 from bridge.services.base import AgentAudio, ServiceMessageError, Transcript
+from bridge.sim.carrier_peer import CarrierPeer, PeerOptions
 from bridge.transport.connection import frame_head
 from bridge.transport.server import ServerConnection
 from bridge.units import SUPPORTED_RATES

@@ -1,6 +1,6 @@
 """The load generator's client connection, fed bytes directly (no sockets, a fake transport).
 
-``bridge.simulator._Connection`` lets websockets' ``ClientProtocol`` do the handshake and the
+``bridge.sim.client.SimConnection`` lets websockets' ``ClientProtocol`` do the handshake and the
 control frames and frames data messages itself, for speed. These tests hold it to RFC 6455
 the h11 way: the same server byte stream fed whole and byte by byte gives the same messages;
 every broken frame closes with websockets' code; what it sends parses as masked frames.
@@ -22,7 +22,7 @@ from websockets.uri import parse_uri
 from websockets.utils import apply_mask
 
 from bridge.pacing import FakeClock
-from bridge.simulator import _Connection  # the connection layer's client side
+from bridge.sim.client import SimConnection as _Connection  # the connection layer's client side
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -148,7 +148,8 @@ def test_summary_in_ms() -> None:
 
 
 def test_record_puts_each_value_in_the_bucket_index_says() -> None:
-    # record() inlines _index for speed: both must agree on every magnitude and the clamp.
+    # Batches are put into buckets by numpy, not by _index: both must agree on every
+    # magnitude and the clamp.
     h = Histogram(max_ns=10**9)
     values = [0, 1, 999, 1000, 255_999, 256_000, 256_999, 10**6, 123_456_789, 10**9, 10**12]
     for value in values:
@@ -157,8 +158,30 @@ def test_record_puts_each_value_in_the_bucket_index_says() -> None:
     for value in values:
         index = min(h._index(value // h.unit_ns), h._max_index)
         expected[index] = expected.get(index, 0) + 1
-    assert h._buckets == expected
+    assert h.bucket_counts() == expected
     assert (h.min_ns, h.max_ns, h.count) == (0, 10**12, len(values))
+
+
+@pytest.mark.parametrize(("unit_ns", "sub_bits", "max_ns"), [(1000, 8, 10**10), (1, 4, 2**62)])
+def test_batched_recording_is_exact_at_every_magnitude(
+    unit_ns: int, sub_bits: int, max_ns: int
+) -> None:
+    # Powers of two and their neighbours up to 2**62 (where a float rounds), values past
+    # 64 bits and below zero, over several batch boundaries: the same buckets and exact
+    # extremes and sum as bucketing each value on its own.
+    rng = np.random.default_rng(11)
+    values = [v for k in range(63) for v in (2**k - 1, 2**k, 2**k + 1)]
+    values += [int(v) for v in rng.integers(-1000, 10**9, 500)] + [-(2**70), 2**70, 2**63]
+    h = Histogram(unit_ns, sub_bits, max_ns, batch=37)
+    expected: dict[int, int] = {}
+    for value in values:
+        h.record(value)
+        index = min(h._index(max(0, value) // unit_ns), h._max_index)
+        expected[index] = expected.get(index, 0) + 1
+    assert h.count == len(values)
+    assert h.bucket_counts() == expected
+    clamped = [max(0, v) for v in values]
+    assert (h.min_ns, h.max_ns, h.sum_ns) == (min(clamped), max(clamped), sum(clamped))
 
 
 def test_histograms_survive_pickling_for_load_processes() -> None:

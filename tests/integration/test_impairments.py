@@ -1,0 +1,130 @@
+"""What bridge does with an impaired network, as bridge itself counts it.
+
+``bridge serve`` (echo) runs as its own process, so its pacing is measured as in production,
+not sharing the test's event loop; ``bridge call`` impairs its send and receive paths and
+reads bridge's ``/metrics`` before and after; bridge's own log line for the call says what it
+counted. Real time, each test once: the bursts on the default backend (picows, what
+production runs), the minute-long drift in scripts/test's websockets run, which runs side by
+side with the default one and is the shorter of the two (the pacing and the queue are the
+same code on either backend; the transport backends are compared elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.helpers import (
+    IN_SUITES_DEFAULT_RUN,
+    ROOT,
+    RUNS_IN_THE_WEBSOCKETS_RUN,
+    TRANSPORT,
+    ServerProcess,
+    start_server_process,
+    wait_s,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def bridge() -> Iterator[ServerProcess]:
+    server = start_server_process(["--mode", "echo"])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def call(server: ServerProcess, *args: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``bridge call --json`` with ``args``, in a process of its own (as a user runs it: not
+    in this long-lived test process, whose heap makes the collector pause it for tens of
+    ms): its report, and bridge's "call ended" line."""
+    url = server.url.rstrip("/")
+    metrics = url.replace("ws://", "http://").rsplit("/", 1)[0] + "/metrics"
+    command = ["call", url, "--json", "--metrics-url", metrics, "--linger", "0.3", *args]
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", *command],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=wait_s(120),
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    ended = [line for line in server.lines if line.get("msg") == "call ended"]
+    assert len(ended) == 1, server.messages()
+    # The simulator kept its own schedule, every frame within a slot of its time: a frame a
+    # slot late leaves bridge's slot empty (an underrun nobody injected), two make a gap.
+    # Failing here means the machine was too busy to measure bridge on, not bridge.
+    assert report["lateness_max_ms"] < 20, f"the simulator itself stalled: {report}"
+    return report, ended[0]
+
+
+@pytest.mark.skipif(TRANSPORT == "websockets", reason="real time: default backend run only")
+def test_bursts_are_counted_by_bridge_as_injected_and_its_pacing_stays_within_2_ms(
+    bridge: ServerProcess,
+) -> None:
+    """200 ms of nothing every 2 s on the way to bridge, then everything at once (as TCP
+    delivers after a loss): bridge logs one inbound gap per burst, as long as the one
+    injected; its outbound pacing (it now has queued frames to pace) stays within 2 ms at
+    p99. (The receive path is left clean: what bridge counts cannot depend on it, and the
+    simulator's work on a held-back burst would only compete with bridge for the CPU.)"""
+    report, ended = call(
+        bridge,
+        *("--seconds", "8", "--burst-ms", "200", "--burst-every-s", "2", "--impair", "send"),
+    )
+    injected = report["impairments"]
+    # Bursts start 2, 4 and 6 s into the call: the frames of 200 ms (and the frame before
+    # the window's start, at most 20 ms earlier, plus the sender's lateness) left together.
+    assert injected["sent_gaps"] == 3, injected
+    assert 200 <= injected["sent_max_gap_ms"] <= 260, injected
+    # What bridge logged for the call, and what its /metrics counted, match.
+    assert ended["inbound_gaps"] == injected["sent_gaps"], ended
+    assert abs(float(ended["max_gap_ms"]) - injected["sent_max_gap_ms"]) <= 5, (ended, injected)
+    counted = report["bridge"]
+    assert counted["error"] is None, counted
+    assert counted["inbound_gaps"] == injected["sent_gaps"]
+    assert counted["inbound_gap_max_le_ms"] == 300.0  # the histogram's bucket: 200 < gap <= 300
+    # bridge had queued frames after each burst and paced them out: its timer fired on time.
+    assert counted["pacing_wakeups"] > 100, counted
+    assert counted["pacing_error_p99_le_ms"] is not None
+    assert counted["pacing_error_p99_le_ms"] <= 2.0, counted
+    # Every frame came back exactly, however bunched.
+    assert report["frames_sent"] == report["frames_received"] == report["frames_matched"] == 400
+
+
+@pytest.mark.skipif(IN_SUITES_DEFAULT_RUN, reason=RUNS_IN_THE_WEBSOCKETS_RUN)
+def test_a_carrier_clock_500_ppm_fast_for_60_s_neither_underruns_bridge_nor_grows_its_queue(
+    bridge: ServerProcess,
+) -> None:
+    """What bridge does with a carrier whose clock is 500 ppm fast: it measures the drift
+    (its log line), echoes every frame the moment it arrives, and so runs ahead of its own
+    20 ms grid by the drift (30 ms over the minute), within its 100 ms ``--lead-ms``: nothing
+    queues in bridge, the round trip does not rise, no slot goes empty. (Past the lead,
+    after 200 s at this drift, frames would wait in bridge's queue: a frame more every 40 s,
+    up to ``--playout-max-ms``, where it drops the oldest.)"""
+    report, ended = call(bridge, "--seconds", "60", "--drift-ppm", "500")
+    drift = report["impairments"]
+    elapsed_s = drift["elapsed_s"]
+    assert 59.9 <= elapsed_s <= 60.1, drift
+    # The carrier's clock sent 500 ppm more frames than 20 ms ones: 1.5 frames in 60 s ...
+    assert drift["frames_sent"] - drift["frames_at_20ms"] in (1, 2), drift
+    # ... and bridge measured that drift from what arrived.
+    assert ended["drift_ppm"] is not None and abs(float(ended["drift_ppm"]) - 500) <= 50, ended
+    # Every frame came back; no slot went empty, nothing was dropped or queued.
+    assert drift["frames_sent"] == drift["frames_received"] == ended["frames_in"], (drift, ended)
+    assert ended["frames_out"] == ended["frames_in"]
+    assert ended["underrun_frames"] == 0 and ended["playout_dropped"] == 0, ended
+    counted = report["bridge"]
+    assert counted["underrun_frames"] == 0, counted
+    assert counted["queue_max_le_ms"] is not None and counted["queue_max_le_ms"] <= 20, counted
+    # The echo's round trip over the last 50 frames is that over the first 50.
+    rise = drift["rtt_drift_ms"]
+    assert rise is not None and abs(rise) <= 5, drift

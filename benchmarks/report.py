@@ -147,8 +147,8 @@ def _verdict(cap: dict[str, Any] | None, prof: dict[str, Any] | None) -> str:
         bits = [
             "**bridge's capacity could not be measured in this run**: the load generator "
             f"reported itself overloaded at the first step ({bridge['first_failure']} calls), "
-            "so every step measured the generator, not the server (see *other CPU %*: this "
-            "machine was shared)"
+            "so every step measured the generator, not the server (its own send lateness and "
+            "loop lag are in each row; *other CPU %* says whether the machine was shared)"
         ]
     else:
         held = f"{bridge['max_calls']}" + (

@@ -12,11 +12,6 @@ whole process, and a full garbage collection that walks it stalled every call fo
 few hundred calls (docs/benchmarks.md). Frozen, a collection walks only per-call objects. A
 library call never freezes its caller's heap: only entry points call it.
 
-It also shortens the interpreter's thread switch interval (:data:`SWITCH_INTERVAL_S`). The
-loop thread shares the GIL with bridge's background threads (the file writer, the watchdog):
-when one of them holds the GIL running Python, the loop waits until it blocks or until the
-switch interval forces a hand-over, 5 ms by default, a quarter of a frame for every call.
-
 Import rule: standard library (uvloop where installed); no other bridge module.
 """
 
@@ -24,14 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-#: The longest a background thread holding the GIL can keep the event loop waiting.
-SWITCH_INTERVAL_S = 0.0005
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -48,4 +39,3 @@ def freeze_startup_heap() -> None:
     """Collect once, then move every surviving object out of the collector's way."""
     gc.collect()
     gc.freeze()
-    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))

@@ -12,7 +12,7 @@ as the recorder, a synchronous audio sink, a marker) ends that call alone: it is
 never see the exception.
 
 Import rule: asyncio, the standard library, ``bridge.audio``, ``bridge.protocol``,
-``bridge.pacing``, ``bridge.heard``, ``bridge.units``; never websockets.
+``bridge.pacing``, ``bridge.heard``, ``bridge.units``, ``bridge.watchdog``; never websockets.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from bridge.protocol.vonage import (
     build_notify,
 )
 from bridge.units import FRAME_NS, MS, frame_bytes, frame_samples
+from bridge.watchdog import ACTIVE
 
 log = logging.getLogger("bridge.call")
 
@@ -585,9 +586,13 @@ class Call:
 
     def _send_frame(self, frame: bytes) -> None:
         self.stats.frames_out += 1
-        if self._out_tap is not None:
-            self._out_tap(frame, self._stream.next_slot)
-        self._send_audio(frame)
+        ACTIVE.call_id = self.id  # for the watchdog: a tap or a wire that blocks is this call's
+        try:
+            if self._out_tap is not None:
+                self._out_tap(frame, self._stream.next_slot)
+            self._send_audio(frame)
+        finally:
+            ACTIVE.call_id = None
         if self._chunked and self._idle_timer is None:
             self._arm_idle_check()
 

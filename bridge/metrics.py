@@ -214,9 +214,26 @@ class Metrics:
         self._posts_seen = PostStats()
         self.loop_lag = Histogram(
             "bridge_event_loop_lag_seconds",
-            "How late a periodic event-loop callback ran",
+            "How late the event-loop watchdog's heartbeat (every 20 ms) ran",
             buckets=_FINE_BUCKETS,
             registry=r,
+        )
+        self.loop_stalls = Counter(
+            "bridge_event_loop_stalls",
+            "Times the event loop was blocked for 100 ms or more (each logged with its call)",
+            registry=r,
+        )
+        self.tasks = Gauge(
+            "bridge_event_loop_tasks",
+            "asyncio tasks alive in the process (about one per call; sampled once a second)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connections = Gauge(
+            "bridge_connections",
+            "TCP connections held by the call server, upgraded or not (sampled once a second)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         for result in ("sent", "failed", "dropped"):
             self.transcript_posts.labels(result)

@@ -55,6 +55,7 @@ from bridge.transport.connection import CLOSE_TIMEOUT_S
 from bridge.transport.lifecycle import Event, Outcome, Phase
 from bridge.transport.server import ServerConnection
 from bridge.units import FRAME_NS, MS, SUPPORTED_RATES
+from bridge.watchdog import ACTIVE, TASK_PREFIX, Stall, Watchdog
 from bridge.webhooks import answer_ncco
 
 log = logging.getLogger("bridge.server")
@@ -131,6 +132,7 @@ class BridgeServer:
         self._tick_due = 0.0
         self._sample_period_s = max(0.05, min(SAMPLE_PERIOD_S, config.idle_timeout_s / 4))
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.watchdog: Watchdog | None = None
 
     @property
     def port(self) -> int:
@@ -176,6 +178,14 @@ class BridgeServer:
             raise bind_error(self.config.host, self.config.port, exc) from exc
         self._tick_due = self._loop.time() + self._sample_period_s
         self._tick = self._loop.call_at(self._tick_due, self._on_tick)
+        # Loop lag for the metrics, and a line naming the call when one blocks the loop.
+        self.watchdog = Watchdog(
+            self._loop, on_lag=self.metrics.loop_lag.observe, on_stall=self._on_stall
+        )
+        self.watchdog.start()
+
+    def _on_stall(self, seconds: float, seen: Stall | None) -> None:
+        self.metrics.loop_stalls.inc()
 
     async def _picows_server(
         self, ssl_context: ssl.SSLContext | None, reuse_port: bool
@@ -191,6 +201,7 @@ class BridgeServer:
             self.config.host,
             self.config.port,
             max_size=self.config.max_message_bytes,
+            handshake_timeout_s=self.config.first_message_timeout_s,
             ssl=ssl_context,
             reuse_port=reuse_port or None,
             use_aiofastnet=False,  # uvloop's transports, as the websockets backend
@@ -235,6 +246,9 @@ class BridgeServer:
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         self.metrics.close()
 
     def refused(self, reason: str) -> None:
@@ -254,8 +268,9 @@ class BridgeServer:
         if loop is None:
             return
         now = loop.time()
-        self.metrics.loop_lag.observe(max(0.0, now - self._tick_due))
         self._sample(per_second=True)
+        self.metrics.tasks.set(len(asyncio.all_tasks(loop)))
+        self.metrics.connections.set(len(self.connections))
         self.metrics.refresh()  # --workers: the helper renders what the next scrape answers
         idle_ns = round(self.config.idle_timeout_s * 1e9)
         now_ns = self.clock.now_ns()
@@ -282,6 +297,9 @@ class BridgeServer:
 
     def _metrics_text(self) -> bytes:
         self._sample()
+        if self._loop is not None:
+            self.metrics.tasks.set(len(asyncio.all_tasks(self._loop)))
+        self.metrics.connections.set(len(self.connections))
         return self.metrics.exposition()
 
 
@@ -335,10 +353,13 @@ class CallLogic(ServerSide):
     def on_binary(self, data: bytes, now_ns: int) -> None:
         call = self.call
         if call is not None and self.carrier is None:
+            ACTIVE.call_id = call.id  # for the watchdog: whose work this is
             try:
                 call.feed_audio(data, now_ns)
             except Exception as exc:  # a tap or a synchronous handler failed: this call only
                 self._sync_handler_failed(call, exc)
+            finally:
+                ACTIVE.call_id = None
             return
         if self.carrier is not None or self.dialect_choice in CARRIER_NAMES:
             self._refuse(PeerError(Fault.BINARY_ON_TEXT_SOCKET, f"{len(data)} bytes"))
@@ -350,7 +371,12 @@ class CallLogic(ServerSide):
 
     def on_text(self, text: str, now_ns: int) -> None:
         if self.carrier is not None:
-            self._carrier_text(self.carrier, text, now_ns)
+            call = self.call
+            ACTIVE.call_id = call.id if call is not None else None
+            try:
+                self._carrier_text(self.carrier, text, now_ns)
+            finally:
+                ACTIVE.call_id = None
             return
         try:
             call = self.call
@@ -621,7 +647,8 @@ class CallLogic(ServerSide):
         for early in self._early:
             call.feed_audio(early)
         self._early.clear()
-        task = self.loop.create_task(self._run_handler(call))
+        # The name tells the watchdog (bridge.watchdog) whose handler blocked the loop.
+        task = self.loop.create_task(self._run_handler(call), name=f"{TASK_PREFIX}{call.id}")
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
 

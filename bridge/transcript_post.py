@@ -151,7 +151,10 @@ class TranscriptPoster:
                 self._queue.popleft()
 
     async def _deliver(self, line: dict[str, Any]) -> None:
-        body = json.dumps(line, ensure_ascii=False).encode()
+        try:
+            body = json.dumps(line, ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate from the service: ASCII escapes, valid JSON
+            body = json.dumps(line).encode()
         for attempt in range(1, self._max_attempts + 1):
             try:
                 await self._post_once(body)

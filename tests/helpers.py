@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,11 +130,21 @@ class ServerProcess:
         return [str(line.get("msg")) for line in self.lines]
 
 
-def start_server_process(args: Sequence[str] = ()) -> ServerProcess:
-    """Start ``python -m bridge serve --port 0`` and read the bound URL from its log."""
+def start_server_process(
+    args: Sequence[str] = (),
+    preexec_fn: Callable[[], None] | None = None,
+    module: str | None = None,
+) -> ServerProcess:
+    """Start ``python -m bridge serve --port 0`` and read the bound URL from its log;
+    ``preexec_fn`` runs in the child before it starts (a resource limit). ``module``: run
+    ``python -m MODULE ARGS`` instead (a test server that logs ``listening`` the same way)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "bridge", "serve", "--port", "0", "--log-format", "json"]
+    if module is not None:
+        argv = [sys.executable, "-m", module]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "--port", "0", "--log-format", "json", *args],
+        [*argv, *args],
+        preexec_fn=preexec_fn,  # noqa: PLW1509 - a resource limit, set before exec
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,

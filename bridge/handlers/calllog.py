@@ -51,6 +51,18 @@ def reserve_path(directory: Path, call_id: str, suffix: str) -> Path:
     raise FileExistsError(f"no free file name for call {call_id!r} in {directory}")
 
 
+def json_line(obj: dict[str, Any]) -> str:
+    """One JSON line, UTF-8 as it is where it can be: text from a peer may hold a lone
+    surrogate (JSON's ``"\\ud800"`` decodes to one), which UTF-8 cannot encode; then the
+    line is written with ASCII escapes instead, still valid JSON, never an error."""
+    text = json.dumps(obj, ensure_ascii=False, default=str)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, default=str)
+    return text
+
+
 class CallLog:
     """``DIR/<call id>.jsonl``: one JSON object per line, each line one ``write``.
 
@@ -79,7 +91,7 @@ class CallLog:
             "t": round((call.clock.now_ns() - call.start_ns) / SECOND, 3),
             **fields,
         }
-        data = (json.dumps(line, ensure_ascii=False, default=str) + "\n").encode()
+        data = (json_line(line) + "\n").encode()
         fd = self._fd
         if not self._files.submit(lambda: _write_all(fd, data), len(data), self._on_error):
             self._on_error(OSError("the file writer is behind (disk too slow): queue full"))

@@ -309,7 +309,7 @@ class Forwarder:
     def _on_text(self, text: str) -> None:
         try:
             message: Any = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deep: kept as text, like non-JSON
             message = None
         if self._log is not None:
             self._log.write("upstream", message=text if message is None else message)

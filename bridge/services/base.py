@@ -213,7 +213,8 @@ def json_object(message: bytes | str) -> dict[str, Any]:
         raise ServiceMessageError(f"unexpected binary message ({len(message)} bytes)")
     try:
         value = json.loads(message)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: arrays nested a few thousand deep ("[[[[..."), the service's fault.
         raise ServiceMessageError(f"not JSON: {message[:80]!r}") from exc
     if not isinstance(value, dict):
         raise ServiceMessageError(f"not a JSON object: {message[:80]!r}")

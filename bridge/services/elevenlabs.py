@@ -129,7 +129,7 @@ class ElevenLabs(Dialect):
             return events
         if kind == "session_started":
             return [Info("session started", {"session": obj.get("session_id")})]
-        if kind in ERROR_TYPES:
+        if isinstance(kind, str) and kind in ERROR_TYPES:  # (a list is no type, nor hashable)
             reason = kind if kind != "error" else obj.get("error") or "error"
             words = obj.get("error") or obj.get("message") or kind
             return [ServiceError(reason_label(reason), one_line(str(words)))]

@@ -8,10 +8,14 @@ websockets backend (``bridge.transport.base.ServerSide``): the call server canno
 one carries it, and the integration suite runs against both.
 
 What picows does itself: the HTTP request parsing, the 101 (after :meth:`accept` said yes),
-pongs to pings, and failing a connection whose frames break RFC 6455 (bad masking, bad
-opcode, a control frame too long, a frame over ``max_size``: close 1002/1009, then TCP).
+and failing a connection whose frames break RFC 6455 (bad masking, bad opcode, a control
+frame too long, a frame over ``max_size``: close 1002/1009, then TCP). What it lets through,
+bridge checks here (found by the fuzzer, docs/reliability.md s.2): the upgrade's headers
+(websockets' own check, so both backends refuse alike), reserved bits on any frame (pings
+are answered here, after that check), and the peer's close frame (its code and reason).
 
-Import rule: asyncio, picows, websockets' data types, ``bridge.transport``, ``bridge.pacing``.
+Import rule: asyncio, picows, websockets' data types and its check of an upgrade request
+(``ServerProtocol.accept``), ``bridge.transport``, ``bridge.pacing``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,10 @@ from picows import (
 )
 from picows import picows as _impl
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeader, ProtocolError
+from websockets.frames import Close
 from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from bridge.pacing import Clock, MonotonicClock
 from bridge.transport.base import CloseInfo, ServerSide
@@ -49,12 +56,16 @@ from bridge.transport.connection import (
 from bridge.transport.lifecycle import Event, Lifecycle, Phase
 
 log = logging.getLogger("bridge.transport")
+#: websockets' handshake check logs nothing bridge does not log itself.
+_quiet = logging.getLogger("bridge.websocket.check")
+_quiet.propagate = False
 
 _BINARY = WSMsgType.BINARY
 _TEXT = WSMsgType.TEXT
 _CONT = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
 _PONG = WSMsgType.PONG
+_PING = WSMsgType.PING
 _ACCEPT = object()  # the decision "answer 101"
 #: Initial read buffer per connection (grows as needed).
 READ_BUFFER_BYTES = 2048
@@ -62,6 +73,14 @@ READ_BUFFER_BYTES = 2048
 
 #: picows' own check of the upgrade headers (what it would answer 400 to after a 101 decision).
 _validate_upgrade_request: Callable[[WSUpgradeRequest], bytes] = _impl._validate_upgrade_request  # type: ignore[attr-defined]
+
+
+def _latin1(value: str) -> str:
+    """A header value as websockets reads it: bytes 0x80-0xFF (obs-text, RFC 9110 s.5.5) as
+    ISO-8859-1 characters; picows gives them as UTF-8, undecodable bytes as surrogates."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def _code(code: Any) -> int:
@@ -97,8 +116,17 @@ class PicowsServerConnection(WSListener, ServerSide):
         """What the listener factory returns: this listener (101) or an HTTP answer."""
         self._request = request
         self.on_connect()
-        headers = Headers([(str(k), str(v)) for k, v in request.headers.items()])
-        self.on_request(Request(request.path.decode("latin-1"), headers))
+        try:
+            headers = Headers([(str(k), _latin1(str(v))) for k, v in request.headers.items()])
+        except InvalidHeader as exc:  # a control character in a value: 400, as websockets
+            self.respond(
+                400,
+                f"Failed to open a WebSocket connection: {exc}.\n".encode(
+                    "ascii", "backslashreplace"
+                ),
+            )
+        else:
+            self.on_request(Request(request.path.decode("latin-1"), headers))
         decision = self._decision
         if decision is _ACCEPT:
             return self
@@ -107,6 +135,17 @@ class PicowsServerConnection(WSListener, ServerSide):
         return WSUpgradeResponseWithListener(decision, None)
 
     def accept(self, request: Request) -> int:
+        # websockets' own check of the upgrade first (one Sec-WebSocket-Key of 16 bytes,
+        # version 13...): picows lets a second key or version 8 through. Its refusal is
+        # the websockets backend's, word for word.
+        verdict = ServerProtocol(logger=_quiet).accept(request)
+        if verdict.status_code != 101:
+            self.respond(
+                verdict.status_code,
+                bytes(verdict.body),
+                headers=[(k, v) for k, v in verdict.headers.raw_items() if k == "Upgrade"],
+            )
+            return int(verdict.status_code)
         try:
             assert self._request is not None
             _validate_upgrade_request(self._request)
@@ -154,11 +193,17 @@ class PicowsServerConnection(WSListener, ServerSide):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:  # picows passes them; no extension is on
+            if self.is_open:
+                self.fail(1002, "reserved bits must be 0")
+            return
         if kind == _BINARY and frame.fin and self._fragments is None:
             if self.is_open:  # (data after a close frame is ignored)
                 self.on_binary(frame.get_payload_as_bytes(), self.clock.now_ns())
         elif kind == _CLOSE:
             self._on_close_frame(transport, frame)
+        elif kind == _PING:  # answered here, not by picows: its reserved bits are checked above
+            transport.send_pong(frame.get_payload_as_bytes())
         elif kind == _PONG:
             self.on_pong(frame.get_payload_as_bytes())
         elif kind in (_BINARY, _TEXT, _CONT) and self.is_open:
@@ -241,8 +286,17 @@ class PicowsServerConnection(WSListener, ServerSide):
     # --- internals ---------------------------------------------------------------------------
 
     def _on_close_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        code = _code(frame.get_close_code())
-        reason = frame.get_close_reason() or ""
+        try:
+            # websockets' parser checks what picows does not: a code an endpoint may send
+            # (RFC 6455 s.7.4), a payload of 0 or 2+ bytes, a UTF-8 reason.
+            close = Close.parse(frame.get_payload_as_bytes())
+        except (ProtocolError, UnicodeDecodeError) as exc:
+            if self.is_open:
+                utf8 = isinstance(exc, UnicodeDecodeError)
+                self.fail(1007 if utf8 else 1002, f"invalid close frame: {exc}"[:120])
+            transport.disconnect()
+            return
+        code, reason = close.code, close.reason
         self._rcvd = (code, reason)
         if self.is_open:
             self.is_open = False
@@ -323,9 +377,14 @@ async def serve(
     port: int,
     *,
     max_size: int,
+    handshake_timeout_s: float = CLOSE_TIMEOUT_S,
     **kwargs: Any,
 ) -> asyncio.Server:
-    """Listen with picows; ``factory`` makes one connection object per request."""
+    """Listen with picows; ``factory`` makes one connection object per request.
+
+    ``handshake_timeout_s``: a connection whose request is not complete by then is dropped
+    (the websockets backend arms ``--first-message-timeout-s`` at connect, which also covers
+    the request; no connection object exists here before the request is whole)."""
 
     def listener(request: WSUpgradeRequest) -> Any:
         return factory().decide(request)
@@ -339,7 +398,8 @@ async def serve(
         host,
         port,
         max_frame_size=max_size,
-        enable_auto_pong=True,
+        websocket_handshake_timeout=handshake_timeout_s,
+        enable_auto_pong=False,  # on_ws_frame answers (after checking the frame)
         # picows' default is 16 KiB per connection; audio frames are under 1 KiB and the
         # buffer grows for a larger message, so 2 KiB keeps a call's memory small.
         read_buffer_init_size=READ_BUFFER_BYTES,

@@ -30,11 +30,12 @@ TIME_SCALE = float(os.environ.get("BRIDGE_TEST_TIME_SCALE", "1.0"))
 #: The websocket backend every server in the tests runs on (``--transport``): CI runs the
 #: integration suite once per backend (``BRIDGE_TRANSPORT=websockets`` / ``picows``).
 TRANSPORT = os.environ.get("BRIDGE_TRANSPORT", "auto")
-#: This is scripts/test's default-backend run, beside which it runs the integration tests on
-#: websockets: long real-time tests that do not depend on the backend run there only.
-IN_SUITES_DEFAULT_RUN = os.environ.get("BRIDGE_TEST_RUN") == "default"
+#: This is scripts/test's second run (the integration tests again, on websockets, followed by
+#: the CI soak): long real-time tests that do not depend on the backend run in the default
+#: run only, so that the two lanes end together.
+IN_SUITES_SECOND_RUN = os.environ.get("BRIDGE_TEST_RUN") == "websockets"
 #: Why such a test is skipped here.
-RUNS_IN_THE_WEBSOCKETS_RUN = "real time, backend-independent: runs in scripts/test's websockets run"
+RUNS_IN_THE_DEFAULT_RUN = "real time, backend-independent: runs in scripts/test's default run"
 ROOT = Path(__file__).resolve().parent.parent
 #: Speech and other fixtures, made once and committed (tests/data/README.md says how).
 DATA = ROOT / "tests" / "data"

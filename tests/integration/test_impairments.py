@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import (
-    IN_SUITES_DEFAULT_RUN,
+    IN_SUITES_SECOND_RUN,
     ROOT,
-    RUNS_IN_THE_WEBSOCKETS_RUN,
+    RUNS_IN_THE_DEFAULT_RUN,
     TRANSPORT,
     ServerProcess,
     start_server_process,
@@ -100,7 +100,7 @@ def test_bursts_are_counted_by_bridge_as_injected_and_its_pacing_stays_within_2_
     assert report["frames_sent"] == report["frames_received"] == report["frames_matched"] == 400
 
 
-@pytest.mark.skipif(IN_SUITES_DEFAULT_RUN, reason=RUNS_IN_THE_WEBSOCKETS_RUN)
+@pytest.mark.skipif(IN_SUITES_SECOND_RUN, reason=RUNS_IN_THE_DEFAULT_RUN)
 def test_a_carrier_clock_500_ppm_fast_for_60_s_neither_underruns_bridge_nor_grows_its_queue(
     bridge: ServerProcess,
 ) -> None:

@@ -30,15 +30,15 @@ from bridge.sim import CallOptions, CallReport, TurnOptions, run_call, run_load
 from bridge.sim.agent import AgentOptions, AgentServer
 from tests.helpers import (
     DATA,
-    IN_SUITES_DEFAULT_RUN,
-    RUNS_IN_THE_WEBSOCKETS_RUN,
+    IN_SUITES_SECOND_RUN,
+    RUNS_IN_THE_DEFAULT_RUN,
     running_server,
     wait_s,
 )
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(IN_SUITES_DEFAULT_RUN, reason=RUNS_IN_THE_WEBSOCKETS_RUN),
+    pytest.mark.skipif(IN_SUITES_SECOND_RUN, reason=RUNS_IN_THE_DEFAULT_RUN),
 ]
 
 UTTERANCE_S = 0.93

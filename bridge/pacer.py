@@ -3,29 +3,41 @@
 Everything a process paces (the server's outbound streams; the simulator's callers, delay
 lines and test agents) is a ``Paced`` item of one scheduler, and the scheduler asks for one
 wake-up at a time: the earliest one. Each wake-up serves every item due within ``early_ns``
-of it in one pass: uvloop's timers have 1 ms resolution and fire up to 1 ms early or late, so
-a wake-up per item would cost CPU and still be late (docs/architecture.md s.5).
+of it in one pass. The timer is a :class:`~bridge.looptimer.LoopTimer` (a timerfd on Linux):
+uvloop's own timers have whole-millisecond steps and fired 2-5 ms late often enough to put
+the pacing error's p99 over 2 ms (docs/architecture.md s.5).
 
 :meth:`Pacer.poll` lets a connection serve what is due when data arrives: a burst of reads
 handled in one loop iteration would otherwise hold back every send due meanwhile (timers run
 only between iterations).
 
-Import rule: asyncio, ``bridge.pacing`` and ``bridge.units``.
+Import rule: asyncio, ``bridge.looptimer``, ``bridge.pacing`` and ``bridge.units``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
-from bridge.pacing import Clock, Scheduler
-from bridge.units import MS, SECOND
+from bridge.looptimer import LoopTimer
+from bridge.pacing import Clock, MonotonicClock, Scheduler
+from bridge.units import MS
 
 
 class Pacer:
     """One scheduler and the single loop timer for its earliest wake-up."""
 
-    __slots__ = ("_timer", "_timer_ns", "clock", "early_ns", "loop", "on_fire", "scheduler")
+    __slots__ = (
+        "_monotonic",
+        "_timer",
+        "_timer_ns",
+        "clock",
+        "early_ns",
+        "loop",
+        "on_fire",
+        "scheduler",
+    )
 
     def __init__(
         self,
@@ -36,13 +48,16 @@ class Pacer:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.clock = clock
+        #: The timer counts on ``time.monotonic_ns``: another clock's deadlines are converted.
+        self._monotonic = isinstance(clock, MonotonicClock)
         self.early_ns = early_ns
         #: Called with each timer wake-up's lateness (ns after the wake-up it was armed for).
         self.on_fire = on_fire
         #: The loop the timer runs on; until it is set, nothing is armed (a server not started).
         self.loop = loop
         self.scheduler = Scheduler(clock, lead_ms, arm=self._arm)
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: LoopTimer | None = None
+        #: The deadline the timer is armed for (None: not armed).
         self._timer_ns: int | None = None
 
     def poll(self, now_ns: int) -> None:
@@ -52,26 +67,28 @@ class Pacer:
 
     def close(self) -> None:
         if self._timer is not None:
-            self._timer.cancel()
+            self._timer.close()
             self._timer = None
-            self._timer_ns = None
+        self._timer_ns = None
 
     def _arm(self, wake_ns: int) -> None:
         loop = self.loop
         if loop is None:
             return
         timer_ns = self._timer_ns
-        if self._timer is not None and timer_ns is not None and timer_ns <= wake_ns + self.early_ns:
+        if timer_ns is not None and timer_ns <= wake_ns + self.early_ns:
             return  # the armed wake-up serves this one too
-        if self._timer is not None:
-            self._timer.cancel()
-        delay_s = max(0, wake_ns - self.clock.now_ns()) / SECOND
+        timer = self._timer
+        if timer is None:
+            timer = self._timer = LoopTimer(loop, self._on_timer)
         self._timer_ns = wake_ns
-        self._timer = loop.call_later(delay_s, self._on_timer)
+        if self._monotonic:
+            timer.arm_at(wake_ns)
+        else:
+            timer.arm_at(time.monotonic_ns() + wake_ns - self.clock.now_ns())
 
     def _on_timer(self) -> None:
         due = self._timer_ns
-        self._timer = None
         self._timer_ns = None
         now = self.clock.now_ns()
         if due is not None and self.on_fire is not None:

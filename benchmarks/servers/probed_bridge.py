@@ -2,9 +2,11 @@
 
 Runs exactly what ``bridge serve ARGS`` runs (the same argument parser, ``build_handler`` and
 ``serve`` on uvloop) plus one timer callback every ``PROBE_MS`` that records how late it ran,
-measured with ``time.monotonic_ns`` (uvloop's ``loop.time()`` has 1 ms steps). The figures
-include the timer's own granularity (libuv timers fire on whole milliseconds), which the
-benchmark reports as the idle baseline. On SIGTERM/SIGINT it writes
+measured with ``time.monotonic_ns``. The timer is this tree's ``bridge/looptimer.py`` (a
+timerfd: it fires at the nanosecond it is armed for, where uvloop's own timers fire on whole
+milliseconds, up to 1.5 ms either side), loaded from its file so that a run of another
+tree's bridge (``--before``) is measured with the same instrument. What is left at idle (the
+kernel's and the VM's wake-up latency) the benchmark reports as the idle baseline. On SIGTERM/SIGINT it writes
 ``{"t_ns": [...], "lag_ns": [...]}`` to ``$LOOP_LAG_OUT`` (monotonic times, comparable with
 the benchmark's own ``time.monotonic_ns``) and exits.
 
@@ -18,11 +20,14 @@ from __future__ import annotations
 
 import array
 import asyncio
+import importlib.util
 import json
 import os
 import signal
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -34,6 +39,15 @@ from bridge.server import BridgeServer, serve
 
 PROBE_MS = 1
 OUT_ENV = "LOOP_LAG_OUT"
+_LOOPTIMER = Path(__file__).resolve().parents[2] / "bridge" / "looptimer.py"
+
+
+def _load_looptimer() -> Any:
+    spec = importlib.util.spec_from_file_location("probe_looptimer", _LOOPTIMER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class Probe:
@@ -44,19 +58,17 @@ class Probe:
         self.t_ns = array.array("q")
         self.lag_ns = array.array("q")
         self._due = 0
-        self._handle: asyncio.TimerHandle | None = None
+        self._timer = _load_looptimer().LoopTimer(self.loop, self._fire)
 
     def start(self) -> None:
         self._schedule()
 
     def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
+        self._timer.close()
 
     def _schedule(self) -> None:
-        now = time.monotonic_ns()
-        self._due = now + PROBE_MS * 1_000_000
-        self._handle = self.loop.call_later(PROBE_MS / 1000, self._fire)
+        self._due = time.monotonic_ns() + PROBE_MS * 1_000_000
+        self._timer.arm_at(self._due)
 
     def _fire(self) -> None:
         now = time.monotonic_ns()

@@ -1,6 +1,9 @@
 """Many simulated calls at once: the load generator.
 
-Calls start evenly over a ramp, in one process or spread over several (``procs``), each
+Calls start evenly over a ramp, each on its own phase of the 20 ms grid (``phase_ns``: as
+real calls' grids, which start whenever the phone was answered; ``ramp * i / calls`` alone put
+200 calls over a 2 s ramp on two phases, so the server saw 100 frames arrive at once, twice
+every 20 ms), in one process or spread over several (``procs``), each
 process with its own uvloop loop and one :class:`~bridge.pacer.Pacer` serving every call's
 frames. What a call measured is folded into its process's :class:`LoadPart` as soon as the
 call ends (counters, histograms: bounded however many calls run), and the parent merges the
@@ -48,7 +51,7 @@ from bridge.sim.reports import CallReport, LoadReport, overloaded
 from bridge.sim.timeline import Timeline
 from bridge.sim.turns import TurnStats
 from bridge.stats import Histogram
-from bridge.units import MS, SECOND
+from bridge.units import FRAME_NS, MS, SECOND
 
 _MAX_ERRORS_KEPT = 20
 #: Load processes must be up (imports done) within this; they all start together after it.
@@ -200,10 +203,22 @@ def _per_call(opts: CallOptions, i: int) -> CallOptions:
     )
 
 
+#: The golden ratio's fraction as a 32-bit fixed-point number: ``i * PHI32 mod 2**32`` spreads
+#: any run of call indices evenly over the frame (a low-discrepancy sequence).
+PHI32 = 2654435769
+
+
+def phase_ns(i: int) -> int:
+    """Call ``i``'s offset into the 20 ms frame: consecutive calls land far apart, and any
+    number of calls covers the frame evenly, whatever the ramp."""
+    return (i * PHI32 & 0xFFFFFFFF) * FRAME_NS >> 32
+
+
 async def run_part(
     opts: CallOptions, calls: int, indices: range, begin_ns: int, ramp_ns: int
 ) -> LoadPart:
-    """Calls ``indices`` of ``calls``, call ``i`` starting at ``begin + ramp * i / calls``."""
+    """Calls ``indices`` of ``calls``, call ``i`` starting at ``begin + ramp * i / calls``
+    plus its ``phase_ns``."""
     clock = MonotonicClock()
     prepared = Prepared.of(opts)  # read (and resample) a WAV once, not once per call
     part = LoadPart()
@@ -215,7 +230,7 @@ async def run_part(
 
     async def one(i: int) -> None:
         call = SimulatedCall(_per_call(opts, i), clock, prepared, shared, index=i)
-        start = begin_ns + ramp_ns * i // calls
+        start = begin_ns + ramp_ns * i // calls + phase_ns(i)
         now = clock.now_ns()
         if start > now:
             await asyncio.sleep((start - now) / SECOND)

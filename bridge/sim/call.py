@@ -894,8 +894,13 @@ def _nothing(_: Any, __: int) -> None:
 
 async def run_call(opts: CallOptions, clock: Clock | None = None) -> CallReport:
     """Play one call against ``opts.url``; never raises for network failures (see report)."""
-    call = SimulatedCall(opts, clock or MonotonicClock())
-    return await call.run()
+    prepared = Prepared.of(opts)
+    call = SimulatedCall(opts, clock or MonotonicClock(), prepared)
+    try:
+        return await call.run()
+    finally:
+        prepared.source.release()  # this call's own: freed now, not when the collector
+        # reaches the call's reference cycles
 
 
 __all__ = [

@@ -69,6 +69,19 @@ class Source:
             if len(samples):
                 self.data = samples
 
+    def release(self) -> None:
+        """Drop the stamped-frame cache (up to 1024 frames: 640 KiB at 16 kHz); it refills
+        on demand.
+
+        A call that made its own source ends inside reference cycles (its connection's
+        callbacks, its pacer), freed only when the collector next runs a full pass: a
+        process that runs call after call (``run_call`` in a loop, the soak's 200 slots)
+        held hundreds of ended calls' caches, 1.3 GB after 6 minutes of the soak.
+        """
+        self._cache_keys = [-1] * _STAMP_CACHE
+        self._cache_frames = [self.silence] * _STAMP_CACHE
+        self.stamp_of = {}
+
     def frame(self, k: int) -> bytes:
         if self.data is not None:
             # Looped: frame k starts at sample k*n of an endless repeat of the file.

@@ -8,7 +8,9 @@ grid never slides), but the operator must learn that it happened and who did it.
 Two parts:
 
 * **On the loop**, a heartbeat timer every ``period_s`` (20 ms) records how late it ran
-  (the ``bridge_event_loop_lag_seconds`` histogram gets every beat) and, after a stall of
+  (the ``bridge_event_loop_lag_seconds`` histogram gets every beat; the timer is a
+  :class:`~bridge.looptimer.LoopTimer`, so the figure is the loop's lag, not uvloop's
+  millisecond timer steps) and, after a stall of
   at least ``threshold_s`` (100 ms), logs one line: how long, which call, and where.
 * **A watchdog thread** wakes every ``period_s``; when the heartbeat is overdue by more than
   ``threshold_s`` it looks at what the loop thread is doing *now*: the innermost frame of
@@ -20,7 +22,7 @@ Two parts:
 A stall inside C code that holds the GIL the whole time (a big numpy call) cannot be seen by
 the thread while it lasts; its line then says ``where: unknown``.
 
-Import rule: standard library only.
+Import rule: standard library and ``bridge.looptimer``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+
+from bridge.looptimer import LoopTimer
 
 log = logging.getLogger("bridge.watchdog")
 
@@ -90,7 +94,7 @@ class Watchdog:
         self.on_stall = on_stall
         self.stalls = 0
         self._due_ns = 0
-        self._handle: asyncio.TimerHandle | None = None
+        self._timer: LoopTimer | None = None
         #: The thread's observation and the beat (its due time) it belongs to.
         self._seen: tuple[int, Stall] | None = None
         self._stop = threading.Event()
@@ -105,9 +109,9 @@ class Watchdog:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
         if self._thread is not None:
             self._thread.join(timeout=1.0)
             self._thread = None
@@ -116,7 +120,9 @@ class Watchdog:
 
     def _schedule(self, now_ns: int) -> None:
         self._due_ns = now_ns + self.period_ns
-        self._handle = self.loop.call_later(self.period_ns / 1e9, self._beat)
+        if self._timer is None:
+            self._timer = LoopTimer(self.loop, self._beat)
+        self._timer.arm_at(self._due_ns)
 
     def _beat(self) -> None:
         now = time.monotonic_ns()

@@ -11,8 +11,6 @@ submitted; the loop only formats them.
   queued since: waking it for each of 200 calls' blocks cost more than the writes (on the
   one core a worker runs on, every wake-up is a context switch and a GIL hand-over). It
   wakes at once when ``HIGH_WATER_BYTES`` are waiting or someone waits for it.
-* **Last in line for the CPU.** The thread runs at nice 19: on a core it shares with the
-  event loop, the loop takes the CPU back the moment it wakes (``_lower_priority``).
 * **Bounded.** At most ``MAX_PENDING_BYTES`` wait; a submit that would pass it is refused
   (``submit`` returns ``False``): the file's owner stops writing that file and says so, the
   call goes on (a recording that cannot keep up fails loudly rather than stalling calls or
@@ -31,9 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -44,8 +40,6 @@ log = logging.getLogger("bridge.filewriter")
 MAX_PENDING_BYTES = 32 << 20
 #: How long the thread lets submissions gather before writing them.
 BATCH_S = 0.05
-#: The writer thread's niceness (``_lower_priority``): the lowest there is.
-WRITER_NICE = 19
 #: Waiting bytes that wake the thread before ``BATCH_S`` is up.
 HIGH_WATER_BYTES = 1 << 20
 
@@ -122,7 +116,6 @@ class FileWriter:
         await done
 
     def _run(self) -> None:
-        _lower_priority()
         while True:
             with self._cond:
                 while not self._items:
@@ -155,24 +148,6 @@ class FileWriter:
                     on_error(exc)
                 except Exception:
                     log.exception("file write error handler failed")
-
-
-def _lower_priority() -> None:
-    """Give the calling (writer) thread the lowest CPU priority, so the loop never waits for it.
-
-    A server is often given one core (``--workers``, a container's CPU limit), and the
-    writer's batches took up to 7 ms of it: with both threads runnable the kernel shared the
-    core, and half of the event-loop lag spikes over 2 ms with 200 recorded calls fell inside
-    a batch (benchmarks/loop_lag.py; docs/benchmarks.md). At nice 19 the loop thread takes the
-    core back as soon as it wakes. The price, only when the core is saturated: the writer
-    falls behind, its bounded queue fills and a recording fails loudly (``submit``), never
-    the calls' audio.
-    """
-    setpriority = getattr(os, "setpriority", None)
-    if setpriority is None:  # pragma: no cover - not on Unix
-        return
-    with contextlib.suppress(OSError):
-        setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

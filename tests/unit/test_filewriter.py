@@ -43,26 +43,6 @@ def test_operations_run_in_order_off_the_calling_thread(tmp_path: Path) -> None:
     assert writer.pending_bytes == 0
 
 
-@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are Unix's")
-def test_the_writer_thread_yields_the_cpu_to_the_loop_and_only_it_does() -> None:
-    """On a core shared with the event loop the writer must be the one that waits: it runs
-    at the lowest priority (nice 19), while the thread that submits keeps its own."""
-    writer = FileWriter()
-    seen: list[tuple[int, int]] = []
-
-    def where() -> None:
-        tid = threading.get_native_id()
-        seen.append((tid, os.getpriority(os.PRIO_PROCESS, tid)))
-
-    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert writer.submit(where)
-    assert writer.flush(timeout=10)
-    [(tid, nice)] = seen
-    assert tid != threading.get_native_id()
-    assert nice == 19
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
-
-
 def test_the_queue_is_bounded_in_bytes_and_refuses_past_it() -> None:
     writer = FileWriter(max_pending_bytes=1000)
     gate = threading.Event()

@@ -67,6 +67,10 @@ OutboundTap = Callable[[bytes, int], None]
 AudioSink = Callable[[bytes], None]
 
 
+def _discard(_item: object) -> None:
+    """What an ended call's stream sends with: nothing (it is closed; ``Call._release``)."""
+
+
 class CallIO(Protocol):
     """What a call needs from its transport; every method is synchronous and never blocks."""
 
@@ -575,6 +579,26 @@ class Call:
                 callback()
             except Exception:
                 log.exception("end-of-call callback failed", extra={"call_id": self.id})
+        self._release()
+
+    def _release(self) -> None:
+        """Let go of what points back at this call, so that it is freed when its last user
+        lets go, not at the collector's next full pass.
+
+        The stream holds this call's bound methods, and a sink (``on_audio(call.play_now)``)
+        or a tap (a recorder's) holds the call: reference cycles, which left an ended call, its buffers and
+        resamplers and its connection to the cyclic collector, whose full passes grow rarer as
+        the heap grows (docs/reliability.md s.4). The stream is closed by now: nothing calls
+        these again.
+        """
+        stream = self._stream
+        stream.send_frame = _discard
+        stream.send_marker = _discard
+        stream.on_room = None
+        stream.on_error = None
+        self._sink = None
+        self._in_tap = None
+        self._out_tap = None
 
     # --- internals -----------------------------------------------------------------------
 

@@ -485,6 +485,7 @@ class CallLogic(ServerSide):
             server.upgrade_done(-1)
             if call is not None:
                 log.info("call ended", extra={"outcome": outcome.value, **self._summary(call)})
+        self.call = None  # the call holds this connection: no cycle left for the collector
 
     # --- CallIO (what the Call uses): send_binary, send_text from Connection ------------
 

@@ -176,6 +176,10 @@ class _StalledError(Exception):
 _PING = struct.Struct(">IQ")  # connection number, highest sequence number covered
 
 
+def _ignore(_item: object) -> None:
+    """A closed link's callbacks (``UpstreamLink.close``)."""
+
+
 class UpstreamLink:
     """Streams one call's messages to the upstream, surviving its failures (module doc)."""
 
@@ -285,6 +289,10 @@ class UpstreamLink:
                 "upstream link closed with audio undelivered",
                 extra={"call_id": self._call_id, "undelivered_messages": left},
             )
+        # The callbacks are the owner's bound methods, and the owner holds this link: let go,
+        # so an ended call is freed without the cyclic collector (nothing is delivered now).
+        self._on_message = _ignore
+        self._on_give_up = _ignore
 
     # --- the connection's side (synchronous, from its reads) ------------------------------
 

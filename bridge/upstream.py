@@ -224,6 +224,9 @@ class UpstreamLink:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        #: The running loop, once looked up: read per pong (``get_running_loop`` is a
+        #: ``getpid`` system call on Python 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: ClientConnection | None = None
         self.connected = False
         #: Audio may flow on this connection (a wire with ``wait_ready`` waits for ready()).
@@ -359,11 +362,17 @@ class UpstreamLink:
                 self._popped_ms += self.options.chunk_ms
         self._first_seq = seq + 1
         self._confirmed_this_connection = True
-        self._progress_at = asyncio.get_running_loop().time()
+        self._progress_at = self._time()
         if self._conn is not None:
             self._send_ready()
         if self._closing and self._drained():
             self._wake.set()
+
+    def _time(self) -> float:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
 
     def _backoff_s(self, failures: int) -> float:
         delay_ms: int = min(BACKOFF_MAX_MS, self.options.backoff_ms << min(failures - 1, 20))
@@ -568,39 +577,47 @@ class UpstreamLink:
         )
 
     def _send_ready(self) -> None:
-        """Send what the window allows, with pings that will confirm it."""
+        """Send what the window allows, with pings that will confirm it.
+
+        A ping goes after every ``_ping_every`` messages and after the last one this call
+        sends (so a pong is always on its way while anything waits), in the same write as
+        the message it covers: audio arriving in real time gets one write per frame.
+        """
         conn = self._conn
         assert conn is not None
         if not conn.is_open or not self._ready:
             return
         encode = self._encode
-        while self._next_send < self._end_seq and self._next_send - self._first_seq < self._window:
+        end = min(self._end_seq, self._first_seq + self._window)
+        while self._next_send < end:
             seq = self._next_send
             item = self._items[seq - self._first_seq]
             if seq == self._first_seq:  # nothing outstanding: the stall clock starts now
-                self._progress_at = asyncio.get_running_loop().time()
+                self._progress_at = self._time()
+            ping = None
+            if seq + 1 == end or seq - self._pinged_high >= self._ping_every:
+                self._pinged_high = seq
+                ping = _PING.pack(self._connection, seq)
             self._sent_items += 1
             if isinstance(item, bytes):
                 if encode is None:
-                    conn.send_binary(item)
+                    conn.send_binary(item, ping)
                 else:
                     message = encode(item)  # as it is sent: per connection (seq_no, base64)
                     if type(message) is str:
-                        conn.send_text(message)
+                        conn.send_text(message, ping)
                     else:
-                        conn.send_binary(message)  # type: ignore[arg-type]
+                        conn.send_binary(message, ping)  # type: ignore[arg-type]
                 self.stats.frames_sent += 1
                 if seq <= self._sent_high:
                     self.stats.frames_resent += 1
             else:
-                conn.send_text(item)
+                conn.send_text(item, ping)
                 self.stats.texts_sent += 1
             self._next_send = seq + 1
             self._sent_high = max(self._sent_high, seq)
-            if seq - self._pinged_high >= self._ping_every:
-                self._ping(conn, seq)
         if self._next_send - 1 > self._pinged_high:
-            # Waiting now (window full or nothing left): make sure a pong is on its way.
+            # Waiting now with nothing pinged for (not expected: the last send pings).
             self._ping(conn, self._next_send - 1)
 
     def _ping(self, conn: ClientConnection, seq: int) -> None:

@@ -133,6 +133,10 @@ class Player:
     reading while the call's outbound queue is full, so a ``clear`` sent after a long answer
     takes effect at once instead of after the answer. A hook (:meth:`put_hook`) runs when the
     audio before it has been handed to the call: where the audio after it starts.
+
+    While nothing waits here and the call has room, audio goes to the call from the link's
+    read itself (``Call.try_play``): the task wakes only to wait for room, or for a marker
+    or a hook, not per frame.
     """
 
     def __init__(self, call: Call) -> None:
@@ -143,10 +147,13 @@ class Player:
         self._markers = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: The task is inside ``call.play``: what comes now must queue behind its item.
+        self._playing = False
         self.dropped_samples = 0
         self.dropped_markers = 0
 
     def start(self) -> None:
+        self._playing = False  # (a cancelled task may have been inside play())
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def stop(self) -> None:
@@ -159,6 +166,8 @@ class Player:
     def put_audio(self, samples: Samples) -> None:
         if not len(samples):
             return
+        if not self._queue and not self._playing and self._call.try_play(samples):
+            return  # straight to the call: the task wakes only when it must wait for room
         self._queue.append(samples)
         self._queued += len(samples)
         while self._queued > self._max:
@@ -219,7 +228,9 @@ class Player:
                 item.run()
             else:
                 self._queued -= len(item)
+                self._playing = True
                 await call.play(item)
+                self._playing = False
 
 
 class Forwarder:

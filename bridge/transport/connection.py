@@ -116,7 +116,9 @@ WRITE_BUFFER_HIGH_BYTES = 256 << 10
 MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 4 << 20
 
-_OP_CONT, _OP_TEXT, _OP_BINARY = 0, 1, 2
+_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_PING, _OP_PONG = 0, 1, 2, 9, 10
+#: RFC 6455 s.5.5: a control frame's payload is at most 125 bytes.
+MAX_CONTROL_PAYLOAD = 125
 
 
 class _MaskPool:
@@ -298,8 +300,9 @@ class Connection(asyncio.Protocol):
 
     # --- sending ------------------------------------------------------------------------
 
-    def send_binary(self, data: bytes) -> None:
-        """One binary frame, written at once (nothing when not open)."""
+    def send_binary(self, data: bytes, ping: bytes | None = None) -> None:
+        """One binary frame, written at once (nothing when not open); with ``ping``, a ping
+        carrying it goes in the same write (one system call for both, see :meth:`ping`)."""
         if not self.is_open:
             return
         transport = self.transport
@@ -312,32 +315,40 @@ class Connection(asyncio.Protocol):
                 self._heads[n] = head
         if self.masked_out:
             mask = _MASKS.next()
-            transport.write(head + mask + apply_mask(data, mask))
+            out = head + mask + apply_mask(data, mask)
         else:
-            transport.write(head + data)
+            out = head + data
+        transport.write(out if ping is None else out + self._frame(_OP_PING, ping))
         if self._writing_paused:
             self._check_backlog()
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: str, ping: bytes | None = None) -> None:
         if not self.is_open:
             return
-        self._write_data(_OP_TEXT, text.encode())
-
-    def _write_data(self, opcode: int, data: bytes) -> None:
-        transport = self.transport
-        assert transport is not None
-        if self.masked_out:
-            mask = _MASKS.next()
-            transport.write(frame_head(opcode, len(data), True) + mask + apply_mask(data, mask))
-        else:
-            transport.write(frame_head(opcode, len(data), False) + data)
-        if self._writing_paused:
-            self._check_backlog()
+        out = self._frame(_OP_TEXT, text.encode())
+        self._write(out if ping is None else out + self._frame(_OP_PING, ping))
 
     def ping(self, data: bytes = b"") -> None:
-        if self.proto.state is State.OPEN:
-            self.proto.send_ping(data)
-            self._flush()
+        """A ping, built here as data frames are: websockets' core keeps no state for the
+        pings it sends, and its serializer cost a ``getrandom`` call per frame. Forward
+        mode's upstream link pings after nearly every frame (its pongs confirm delivery)."""
+        if self.is_open:
+            self._write(self._frame(_OP_PING, data))
+
+    def _frame(self, opcode: int, data: bytes) -> bytes:
+        if opcode & 0x08 and len(data) > MAX_CONTROL_PAYLOAD:
+            raise ValueError(f"a control frame carries at most {MAX_CONTROL_PAYLOAD} bytes")
+        if self.masked_out:
+            mask = _MASKS.next()
+            return frame_head(opcode, len(data), True) + mask + apply_mask(data, mask)
+        return frame_head(opcode, len(data), False) + data
+
+    def _write(self, out: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.write(out)
+        if self._writing_paused:
+            self._check_backlog()
 
     def close(self, code: int, reason: str = "", event: Event = Event.CLOSE) -> None:
         """Start the closing handshake with ``code`` (nothing if not open); ``event`` says
@@ -451,7 +462,14 @@ class Connection(asyncio.Protocol):
             if end > size:
                 break
             opcode = b0 & 0x0F
-            if opcode & 0x08:  # ping, pong, close: the sans-I/O core's job
+            if opcode == _OP_PONG and b0 & 0x80 and length <= MAX_CONTROL_PAYLOAD and self.is_open:
+                # A valid pong: the core only drops it (RFC 6455 s.5.5.3), so it is read here,
+                # like a data frame, for the upstream link that gets one per frame it sends.
+                if masked_in:
+                    self.on_pong(apply_mask(buf[start + 4 : end], buf[start : start + 4]))
+                else:
+                    self.on_pong(buf[start:end])
+            elif opcode & 0x08:  # ping, close, a bad pong: the sans-I/O core's job
                 self._control(buf[pos:end])
             elif self.is_open:  # (data after a close frame is ignored, as websockets does)
                 if masked_in:

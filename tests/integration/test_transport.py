@@ -119,3 +119,39 @@ async def test_without_picows_auto_falls_back_to_websockets_and_forcing_it_is_a_
     forced = BridgeServer(ServerConfig(port=0, transport="picows"), echo)
     with pytest.raises(ConfigError, match="--transport picows"):
         await forced.start()
+
+
+async def test_pings_written_with_messages_are_answered_by_a_websockets_server_in_order() -> None:
+    """The upstream link writes its ping in the same write as the frame it confirms, built
+    by hand, and reads the pong by hand: a real ``websockets`` server must see both frames
+    and answer every ping with its own payload, in order."""
+    from websockets.asyncio.server import ServerConnection, serve  # noqa: PLC0415
+
+    received: list[bytes | str] = []
+
+    async def record(ws: ServerConnection) -> None:
+        async for message in ws:
+            received.append(message)
+
+    pongs: list[bytes] = []
+    async with serve(record, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        conn = await connect(
+            f"ws://127.0.0.1:{port}/", Sink(), timeout_s=wait_s(5), on_pong=pongs.append
+        )
+        frame = bytes(range(256)) * 2 + bytes(128)
+        conn.send_binary(frame, ping=b"after-binary")
+        conn.send_text('{"event":"x"}', ping=b"after-text")
+        conn.ping(b"alone")
+        conn.send_binary(frame)
+        with pytest.raises(ValueError, match="125 bytes"):
+            conn.ping(bytes(126))
+        for _ in range(200):
+            if len(pongs) == 3 and len(received) == 3:
+                break
+            await asyncio.sleep(0.01)
+        conn.close(1000, "done")
+        await asyncio.wait_for(conn.lost, wait_s(5))
+    assert pongs == [b"after-binary", b"after-text", b"alone"]
+    assert received == [frame, '{"event":"x"}', frame]
+    assert conn.proto.close_code == 1000

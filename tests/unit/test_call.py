@@ -234,6 +234,33 @@ async def test_synchronous_path_resamples_both_ways_with_exact_frames() -> None:
     assert io.binaries() and {len(f) for f in io.binaries()} == {320}  # back at the call's 8 kHz
 
 
+@pytest.mark.parametrize(("rate", "pipeline_rate"), [(16000, None), (8000, 16000)])
+async def test_try_play_takes_audio_only_while_it_all_fits_and_never_drops(
+    rate: int, pipeline_rate: int | None
+) -> None:
+    call, io, _, _ = make_call(rate=rate, pipeline_rate=pipeline_rate, lead_ms=0)
+    call2, _, _, _ = make_call(rate=rate, pipeline_rate=pipeline_rate, lead_ms=0)
+    call2.end()
+    pr = pipeline_rate or rate
+    chunk = tone(440, pr, pr // 10, 3000)  # 100 ms: 5 frames
+    taken = 0
+    while call.try_play(chunk):
+        taken += 1
+        assert taken < 100, "the 2000 ms queue never filled"
+    assert 2000 - 140 <= call.queued_ms <= 2000  # refused only when 100 ms (+ a frame) did not fit
+    before = call.queued_ms
+    assert not call.try_play(chunk)
+    assert call.queued_ms == before  # refused: nothing queued
+    frame = tone(440, pr, pr // 50, 3000)
+    while call.try_play(frame):
+        taken += 1
+        assert taken < 200
+    assert call.queued_ms >= 2000 - 40  # single frames filled it (a frame kept for resampling)
+    assert call.summary()["playout_dropped"] == 0  # never dropped, where play_now would
+    assert len(io.binaries()) == 1  # only the first frame left (lead 0, nothing paced yet)
+    assert call2.try_play(chunk)  # an ended call takes (and plays) nothing, like play()
+
+
 async def test_play_now_drops_the_oldest_when_the_queue_is_full() -> None:
     call, io, _, _ = make_call(lead_ms=0, playout_max_ms=100)
     frames = frames_of(12)

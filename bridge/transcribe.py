@@ -120,6 +120,23 @@ def check_available(needed_by: str) -> None:
         )
 
 
+#: How much lower than the server a recogniser process runs (``nice`` steps).
+WORKER_NICE = 5
+
+
+def _lower_priority() -> None:
+    """In the worker: decode below the event loops' priority.
+
+    A decode is a burst of CPU (an utterance at once), and the worker shares the machine's
+    cores with event loops that must wake within a millisecond or two to keep 20 ms frames
+    on time. At equal priority a loop woken behind a decode waited for the scheduler's slice
+    (10-20 ms loop-lag windows in the soak, docs/reliability.md s.4). Below it, the decode
+    takes what the loops leave; a recogniser that then falls 30 s behind is the overload the
+    transcribe handler already counts (``MAX_BEHIND_S``: audio not decoded).
+    """
+    os.nice(WORKER_NICE)
+
+
 class AsrPool:
     """``processes`` single-worker executors; a call sticks to one (``assign``).
 
@@ -145,7 +162,9 @@ class AsrPool:
         self.ready: list[Future[None]] = [ex.submit(_warm_up) for ex in self._executors]
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+        return ProcessPoolExecutor(
+            max_workers=1, mp_context=self._context, initializer=_lower_priority
+        )
 
     def assign(self) -> int:
         """The least busy worker for a new call."""

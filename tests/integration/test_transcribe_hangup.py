@@ -22,7 +22,7 @@ from bridge.config import ServerConfig
 from bridge.handlers import BuiltHandler, build_handler
 from bridge.handlers.transcribe import transcribe
 from bridge.sim import CallOptions, run_call
-from bridge.transcribe import AsrPool
+from bridge.transcribe import WORKER_NICE, AsrPool
 from tests.helpers import ROOT, running_server, url_of, wait_s
 from tests.integration._http import get, metric
 
@@ -140,3 +140,15 @@ async def test_a_killed_recogniser_fails_its_call_loudly_and_no_other(tmp_path: 
     not_decoded = metric(scraped, "bridge_transcription_not_decoded_seconds_total")
     assert not_decoded == pytest.approx(summary_a["not_decoded_ms"] / 1000, abs=0.001)
     print(f"killed recogniser: A's summary {summary_a}")
+
+
+async def test_recogniser_processes_decode_below_the_event_loops_priority() -> None:
+    """A decode is a burst of CPU: it must not delay the loops that pace calls' frames."""
+    pool = AsrPool(processes=1)
+    try:
+        await asyncio.wait_for(asyncio.wrap_future(pool.ready[0]), wait_s(30))
+        (pid,) = await pool.pids()
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + WORKER_NICE)
+    finally:
+        pool.close()

@@ -54,6 +54,11 @@ PAUSE_S = 1.0
 #: Transcribed calls at most, whatever --calls (2 cores cannot decode more in real time).
 MAX_TRANSCRIBED = 4
 ECHO = "picows_echo" if importlib.util.find_spec("picows") else "websockets_echo"
+#: The callers' and the upstream's priority (as root), between the servers' (-10, as in
+#: every benchmark) and the default. At 0 the callers starved on 2 cores and the echoes they
+#: read too late counted as lost audio; at -10 beside the servers, those woke behind them
+#: and the servers' loop-lag windows were 10-20 ms (docs/reliability.md s.4).
+CALLERS_NICE = -5
 #: The mix: share of the calls per server.
 MIX = {"echo": 0.35, "record": 0.2, "play": 0.2, "forward": 0.2, "transcribe": 0.05}
 
@@ -104,8 +109,12 @@ class Upstream:
         self.start()
 
     def start(self) -> None:
+        argv = [sys.executable, "-m", f"benchmarks.servers.{ECHO}", str(self.port)]
+        if harness.NICE_OK:  # the callers' priority, wherever this process's is now
+            step = CALLERS_NICE - os.getpriority(os.PRIO_PROCESS, 0)
+            argv = ["nice", "-n", str(step), *argv]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"benchmarks.servers.{ECHO}", str(self.port)],
+            argv,
             stdout=subprocess.PIPE,
             cwd=harness.ROOT,
             text=True,
@@ -286,17 +295,12 @@ def judge(soak: Soak, minutes: float) -> dict[str, Any]:
 async def soak_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     soak = Soak(args.minutes, args.calls, args.kill_every_s)
     soak.speech = with_pause(SPEECH, tmp / "speech.wav", PAUSE_S)
-    if harness.NICE_OK:
-        # Every process of the soak at the servers' usual priority (they inherit it): with
-        # the callers at 0 and the servers at -10, the callers starved on 2 cores, and the
-        # echoes they failed to read in time counted as lost audio (docs/reliability.md s.4).
-        os.setpriority(os.PRIO_PROCESS, 0, harness.NICE)
     upstream = Upstream()
     rec, tr = tmp / "rec", tmp / "tr"
     common = ["--max-calls", "100000", "--transport", args.transport]
 
     def started(name: str, *argv: str) -> LiveServer:
-        return LiveServer([*argv, *common], name=name, nice=False)  # this process's priority
+        return LiveServer([*argv, *common], name=name)  # at nice -10 where allowed
 
     servers = {
         "echo": started("echo", "--mode", "echo"),
@@ -307,6 +311,8 @@ async def soak_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         ),
         "transcribe": started("transcribe", "--mode", "transcribe", "--transcripts", str(tr)),
     }
+    if harness.NICE_OK:
+        os.setpriority(os.PRIO_PROCESS, 0, CALLERS_NICE)  # after starting the servers
     busy0 = harness.machine_busy_seconds()
     cpu0 = sum(s.cpu_s() for s in servers.values()) + harness.cpu_seconds(os.getpid())
     try:

@@ -1,13 +1,15 @@
 """One websocket connection layer for every socket bridge speaks, server side and client side.
 
 websockets' sans-I/O core (``ServerProtocol`` / ``ClientProtocol``) does what it is best at:
-the HTTP upgrade, every control frame (ping, pong, close), the closing handshake and its
-codes. Data frames, 99.99 % of the traffic (a 20 ms audio frame every 20 ms each way), take a
-shorter path here: parsed from the read buffer and built as header + payload by hand, about
-30 lines each way, with websockets' own C ``apply_mask``. Its generator-based parser and
-``Frame`` objects cost about 5 us per frame; this path costs about 1 us. Control frames are
-handed to the core whole, so its parser is always at a frame boundary, and its view of the
-connection's state stays the truth (``proto.state``, ``close_code``...).
+the HTTP upgrade, received pings and close frames, the closing handshake and its codes. Data
+frames, 99.99 % of the traffic (a 20 ms audio frame every 20 ms each way), take a shorter
+path here: parsed from the read buffer and built as header + payload by hand, about 30 lines
+each way, with websockets' own C ``apply_mask``. Its generator-based parser and ``Frame``
+objects cost about 5 us per frame; this path costs about 1 us. Pings we send and valid pongs
+we receive take the same path (the core keeps no state for either, and forward mode's
+upstream link exchanges one per frame); every other control frame is handed to the core
+whole, so its parser is always at a frame boundary, and its view of the connection's state
+stays the truth (``proto.state``, ``close_code``...).
 
 One policy for everything built on it (bridge's server, the simulator and load generator,
 forward mode's upstream link, the test upstreams):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -133,7 +132,6 @@ class FileWriter:
                     self._pending_bytes -= size
                     if urgent:
                         self._urgent -= 1
-                _yield()
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
@@ -150,24 +148,6 @@ class FileWriter:
                     on_error(exc)
                 except Exception:
                     log.exception("file write error handler failed")
-
-
-def _yield() -> None:
-    """Between two writes, let a runnable thread (the event loop) have the CPU first.
-
-    A batch for 200 recorded calls is about 50 writes, 2 ms of work. Where the process is
-    confined to one core (pinned, or a one-core container) the thread would otherwise run it
-    to the end: the scheduler favours it over the loop's thread, which used far more CPU, so
-    the loop, woken by a read, waited the whole batch (half of the loop's lag spikes over
-    2 ms fell inside a batch). ``sched_yield`` costs about a microsecond when nothing waits.
-    Unlike a lower priority (nice 19, tried), it never leaves the thread preempted while it
-    holds the GIL the loop needs.
-    """
-    if _sched_yield is not None:
-        _sched_yield()
-
-
-_sched_yield = getattr(os, "sched_yield", None)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

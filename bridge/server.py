@@ -183,6 +183,7 @@ class BridgeServer:
             self._loop, on_lag=self.metrics.loop_lag.observe, on_stall=self._on_stall
         )
         self.watchdog.start()
+        self.pacer.open()  # listening: the pacing timer exists from now to close()
 
     def _on_stall(self, seconds: float, seen: Stall | None) -> None:
         self.metrics.loop_stalls.inc()

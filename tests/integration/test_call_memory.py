@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from bridge.config import ServerConfig
 from bridge.filewriter import written
 from bridge.handlers import build_handler
 from bridge.sim import CallOptions, run_call
-from tests.helpers import running_server, url_of, wait_s
+from tests.helpers import TRANSPORT, running_server, start_server_process, url_of, wait_s
 from tests.upstreams import start_upstream_process
 
 
@@ -85,3 +86,32 @@ async def test_every_ended_call_is_freed_without_the_collector(
         built.close()
         if upstream is not None:
             await upstream.kill()
+
+
+def descriptors(pid: int) -> list[str]:
+    """What each of the process's open file descriptors is (socket:[...], a timerfd...)."""
+    return sorted(os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+
+
+async def test_a_server_holds_the_same_descriptors_before_its_first_call_and_after_it() -> None:
+    """What a resource check against a baseline relies on (``scripts/fuzz``): the pacing
+    timer (a timerfd) exists from the start, so the first outbound frame adds no descriptor;
+    and a finished call leaves none behind."""
+    server = start_server_process(["--mode", "play", "--tone", "440", "--transport", TRANSPORT])
+    try:
+        await asyncio.sleep(wait_s(0.3))
+        before = descriptors(server.proc.pid)
+        for n in range(2):
+            report = await run_call(
+                CallOptions(url=f"{server.url}?call=fds-{n}", seconds=0.4, linger_s=0.2)
+            )
+            assert report.error is None and report.frames_received > 0, report.error
+        after: list[str] = []
+        for _ in range(round(wait_s(5) / 0.05)):  # the server closes its side
+            after = descriptors(server.proc.pid)
+            if after == before:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        assert server.stop() == 0
+    assert after == before

@@ -85,9 +85,10 @@ class Pacer:
         timer_ns = self._timer_ns
         if timer_ns is not None and timer_ns <= wake_ns + self.early_ns:
             return  # the armed wake-up serves this one too
+        if self._timer is None:
+            self.open()
         timer = self._timer
-        if timer is None:
-            timer = self._timer = LoopTimer(loop, self._on_timer)
+        assert timer is not None
         self._timer_ns = wake_ns
         if self._monotonic:
             timer.arm_at(wake_ns)

@@ -3,8 +3,9 @@
 Why processes: pocketsphinx holds the GIL while it decodes (measured here: a thread decoding
 1 s chunks stopped the event loop for 180 ms at a time), and it costs about 0.15 s of CPU per
 second of speech. In a worker process it never holds the event loop's GIL, and it runs
-below the loops' priority (:data:`WORKER_NICE`), so a decode takes the CPU they leave. Each worker is a single-process executor, so the chunks of one call, always
-sent to the same worker, are decoded in order.
+below the loops' priority (:data:`WORKER_NICE`), so a decode takes the CPU they leave. Each
+worker is a single-process executor, so the chunks of one call, always sent to the same
+worker, are decoded in order.
 
 In the worker, each call has a voice-activity endpointer (pocketsphinx's ``Endpointer``: 30 ms
 frames, an utterance starts after 0.3 s mostly speech and ends after 0.3 s mostly silence) and

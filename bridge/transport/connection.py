@@ -464,15 +464,21 @@ class Connection(asyncio.Protocol):
             if end > size:
                 break
             opcode = b0 & 0x0F
-            if opcode == _OP_PONG and b0 & 0x80 and length <= MAX_CONTROL_PAYLOAD and self.is_open:
-                # A valid pong: the core only drops it (RFC 6455 s.5.5.3), so it is read here,
-                # like a data frame, for the upstream link that gets one per frame it sends.
-                if masked_in:
-                    self.on_pong(apply_mask(buf[start + 4 : end], buf[start : start + 4]))
-                else:
-                    self.on_pong(buf[start:end])
-            elif opcode & 0x08:  # ping, close, a bad pong: the sans-I/O core's job
-                self._control(buf[pos:end])
+            if opcode & 0x08:
+                if (
+                    opcode == _OP_PONG
+                    and b0 & 0x80
+                    and length <= MAX_CONTROL_PAYLOAD
+                    and self.is_open
+                ):
+                    # A valid pong: the core only drops it (RFC 6455 s.5.5.3), so it is read
+                    # here, for the upstream link that gets one per frame it sends.
+                    if masked_in:
+                        self.on_pong(apply_mask(buf[start + 4 : end], buf[start : start + 4]))
+                    else:
+                        self.on_pong(buf[start:end])
+                else:  # ping, close, a bad pong: the sans-I/O core's job
+                    self._control(buf[pos:end])
             elif self.is_open:  # (data after a close frame is ignored, as websockets does)
                 if masked_in:
                     payload = apply_mask(buf[start + 4 : end], buf[start : start + 4])

@@ -62,9 +62,10 @@ for outcome in ("completed", "dropped"):
 
 
 #: The recorder alone, in one process: CPU on the calling (event-loop) thread per call-second
-#: beyond the same call unrecorded, and on the process's other threads (the file writer).
+#: beyond the same call unrecorded, and off it (the file writer: other threads, or its own
+#: process where it has one).
 _RECORDER_COST = """
-import asyncio, json, tempfile, time
+import asyncio, json, os, tempfile, time
 from pathlib import Path
 from bridge.call import Call
 from bridge.handlers.record import start_recording
@@ -78,11 +79,21 @@ class IO:
 
 N = 50 * 300  # five minutes of call
 
+def writer_cpu_s():
+    # CPU of the writer process, where the writes run in one (0 for a thread)
+    try:
+        from bridge.filewriter import file_writer
+        pid = getattr(file_writer(), "pid", None)
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (ImportError, OSError, TypeError):
+        return 0.0
+
 def run(record):
     call = Call(Connected(sample_rate=16000), IO(), Scheduler(MonotonicClock(), 100))
     recorder = start_recording(call, Path(tempfile.mkdtemp())) if record else None
     frame = bytes(640)
-    thread0, process0 = time.thread_time(), time.process_time()
+    thread0, process0, child0 = time.thread_time(), time.process_time(), writer_cpu_s()
     for slot in range(N):
         call.feed_audio(frame)
         if recorder is not None:
@@ -94,7 +105,8 @@ def run(record):
     except ImportError:
         pass
     loop_s = time.thread_time() - thread0
-    return loop_s, time.process_time() - process0 - loop_s
+    child_s = writer_cpu_s() - child0
+    return loop_s, time.process_time() - process0 - loop_s + child_s
 
 async def main():
     base, _ = min(run(False) for _ in range(3))
@@ -213,9 +225,17 @@ def _commit(ref: str) -> str:
 
 
 def one_round(
-    name: str, tree: Path | None, calls: int, seconds: float, extra: list[str]
+    name: str,
+    tree: Path | None,
+    calls: int,
+    seconds: float,
+    extra: list[str],
+    record: bool = True,
 ) -> dict[str, Any]:
-    """Start a probed server (``tree``: that bridge package, else this one), idle, load."""
+    """Start a probed server (``tree``: that bridge package, else this one), idle, load.
+
+    ``record=False``: the same server and calls without ``--record-dir`` (the baseline that
+    says how much of the lag the recording adds)."""
     work = Path(tempfile.mkdtemp(prefix="loop-lag-"))
     out = work / "probe.json"
     env = {"LOOP_LAG_OUT": str(out), "PROMETHEUS_MULTIPROC_DIR": str(_metrics_dir(work))}
@@ -232,8 +252,7 @@ def one_round(
         "warning",
         "--drain-seconds",
         "0",
-        "--record-dir",
-        str(work / "rec"),
+        *(["--record-dir", str(work / "rec")] if record else []),
         *extra,
     ]
     try:
@@ -284,33 +303,37 @@ def run(
     extra: list[str],
     quiet_pct: float = 100.0,
     tries: int = 1,
+    unrecorded: bool = False,
 ) -> dict[str, Any]:
     """``rounds`` rounds of each variant, alternating; a round in which other processes used
     more than ``quiet_pct`` % of a core is run again, up to ``tries`` times in all (the last
-    try is kept whatever it saw)."""
+    try is kept whatever it saw). ``unrecorded``: one more variant, this tree's server with
+    the same calls unrecorded."""
     results: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
-        variants: list[tuple[str, Path | None]] = [("after", None)]
+        variants: list[tuple[str, Path | None, bool]] = [("after", None, True)]
         if before is not None:
-            variants.insert(0, ("before", stack.enter_context(_tree(before))))
+            variants.insert(0, ("before", stack.enter_context(_tree(before)), True))
+        if unrecorded:
+            variants.append(("unrecorded", None, False))
         for index in range(rounds):
             # Alternate the order too, so that neither variant always runs second.
             order = variants if index % 2 == 0 else variants[::-1]
-            for name, tree in order:
+            for name, tree, record in order:
                 for attempt in range(1, tries + 1):
                     os.sync()  # the last round's writes are not this round's disk traffic
                     time.sleep(1)
                     print(f"round {index + 1}/{rounds}: {name} (try {attempt}) ...", flush=True)
-                    result = one_round(name, tree, calls, seconds, extra)
+                    result = one_round(name, tree, calls, seconds, extra, record)
                     result["try"] = attempt
                     print(_line(result), flush=True)
                     if result["other_cpu_pct"] <= quiet_pct:
                         break
                     print(f"  others used {result['other_cpu_pct']}% of a core: disturbed")
                 results.append(result)
-        costs = {name: recorder_cost(tree) for name, tree in variants}
+        costs = {name: recorder_cost(tree) for name, tree, record in variants if record}
     by_variant: dict[str, dict[str, Any]] = {}
-    for name in ("before", "after"):
+    for name in ("before", "after", "unrecorded"):
         mine = [r for r in results if r["variant"] == name]
         if mine:
             p99s = [r["loaded"]["p99_ms"] for r in mine]
@@ -320,7 +343,7 @@ def run(
                 "worst_loaded_p99_ms": max(p99s),
                 "idle_p99_ms": [r["idle"]["p99_ms"] for r in mine],
                 "other_cpu_pct": [r["other_cpu_pct"] for r in mine],
-                "recorder_cost": costs[name],
+                "recorder_cost": costs.get(name),
             }
     return {
         "machine": harness.machine(),
@@ -333,6 +356,9 @@ def run(
             "quiet_other_cpu_pct": quiet_pct,
             "tries": tries,
             "server_args": ["--record-dir", "DIR", *extra],
+            "unrecorded_variant": "the same server args without --record-dir"
+            if unrecorded
+            else None,
             "metrics": f"multiprocess, {OTHER_WORKERS} other workers' files, "
             f"scraped every {SCRAPE_EVERY_S:g} s",
             "before": None if before is None else {"ref": before, "commit": _commit(before)},
@@ -383,6 +409,11 @@ def main(argv: list[str] | None = None) -> None:
         help="retry a round in which other processes used more than this %% of a core",
     )
     parser.add_argument("--tries", type=int, default=3, help="runs of a round, at most")
+    parser.add_argument(
+        "--unrecorded",
+        action="store_true",
+        help="also run this tree's server unrecorded (how much of the lag recording adds)",
+    )
     parser.add_argument("--out", default="loop_lag.json", help="file name in benchmarks/results")
     args = parser.parse_args(argv)
     if not harness.pinning_available():
@@ -395,14 +426,19 @@ def main(argv: list[str] | None = None) -> None:
         args.server_arg,
         args.quiet_cpu,
         args.tries,
+        args.unrecorded,
     )
     for name, summary in data["summary"].items():
         cost = summary["recorder_cost"]
         print(
             f"{name}: loaded p99 per round {summary['loaded_p99_ms']} ms "
-            f"(goal <= {GOAL_P99_MS}); others' CPU {summary['other_cpu_pct']} %; "
-            f"a recorded call costs the loop {cost['loop_ms_per_call_s']} ms per second "
-            f"(+{cost['other_threads_ms_per_call_s']} ms on other threads)"
+            f"(goal <= {GOAL_P99_MS}); others' CPU {summary['other_cpu_pct']} %"
+            + (
+                f"; a recorded call costs the loop {cost['loop_ms_per_call_s']} ms per second "
+                f"(+{cost['other_threads_ms_per_call_s']} ms on other threads)"
+                if cost
+                else ""
+            )
         )
     print(f"wrote {harness.write_json(args.out, data)}")
 

@@ -161,19 +161,24 @@ class WavWriter:
         os.pwrite(self._file.fileno(), self._header(), 0)
 
     def _header(self) -> bytes:
-        block_align = 2 * self.channels
-        return _HEADER.pack(
-            b"RIFF",
-            36 + self._data_bytes,
-            b"WAVE",
-            b"fmt ",
-            16,
-            1,
-            self.channels,
-            self.sample_rate,
-            self.sample_rate * block_align,
-            block_align,
-            16,
-            b"data",
-            self._data_bytes,
-        )
+        return wav_header(self.sample_rate, self.channels, self._data_bytes)
+
+
+def wav_header(sample_rate: int, channels: int, data_bytes: int) -> bytes:
+    """The 44-byte header of a 16-bit PCM WAV whose data is ``data_bytes`` long."""
+    block_align = 2 * channels
+    return _HEADER.pack(
+        b"RIFF",
+        36 + data_bytes,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        channels,
+        sample_rate,
+        sample_rate * block_align,
+        block_align,
+        16,
+        b"data",
+        data_bytes,
+    )

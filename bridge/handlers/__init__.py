@@ -11,8 +11,9 @@ handler every call runs:
   ``recorded`` when ``--record-dir`` is given, whatever the mode.
 
 Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.config``, ``bridge.protocol``,
-``bridge.transcribe`` and the modes (``bridge.handlers``); never websockets (``forward``
-reaches its upstream through ``bridge.upstream``, the one client handlers may use).
+``bridge.transcribe``, ``bridge.filewriter`` (started with the server) and the modes
+(``bridge.handlers``); never websockets (``forward`` reaches its upstream through
+``bridge.upstream``, the one client handlers may use).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Protocol
 
 from bridge.call import Call, Handler
 from bridge.config import Mode, ModeSettings
+from bridge.filewriter import file_writer
 from bridge.handlers.echo import echo
 from bridge.handlers.forward import ForwardSettings, forward
 from bridge.handlers.play import PlaySettings, load_prompt, play
@@ -160,6 +162,9 @@ def build_handler(config: ModeSettings) -> BuiltHandler:
         handler = transcribed(handler, pool, Path(config.transcripts))
     if config.record_dir:
         handler = recorded(handler, Path(config.record_dir))
+    if config.record_dir or config.transcripts:
+        # Its process and pipes exist before the first call, not from the middle of one.
+        file_writer().start()
     return BuiltHandler(handler, owned.closers, owned.sources)
 
 

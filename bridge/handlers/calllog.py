@@ -4,9 +4,9 @@ A call id comes from the query string or the first message, which the NCCO's aut
 but bridge does not: it is reduced to ``[A-Za-z0-9._-]`` before it names a file, and a name
 already taken gets a ``-2``, ``-3``... suffix (two calls with one id never share a file).
 
-The log's lines are written on the process's file-writer thread (``bridge.filewriter``), in
-order, one ``write`` each (so a crash loses at most the last moment's lines); the event
-loop only formats them.
+The log's lines are written by the process's file writer (``bridge.filewriter``, a process
+of its own), in order, one ``write`` each (so a crash loses at most the last moment's
+lines); the event loop only formats them.
 
 Import rule: standard library, ``bridge.call``, ``bridge.filewriter`` and ``bridge.units`` only.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,9 +71,9 @@ class CallLog:
 
     def __init__(self, directory: Path, call: Call, suffix: str = ".jsonl") -> None:
         self.path = reserve_path(directory, call.id, suffix)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._call = call
         self._files = file_writer()
+        self._file = self._files.open(self.path, append=True, on_error=self._on_error)
         self._closed = False
         self._failed = False
         #: Lines the writer could not take (its queue was full) or could not write.
@@ -92,8 +91,7 @@ class CallLog:
             **fields,
         }
         data = (json_line(line) + "\n").encode()
-        fd = self._fd
-        if not self._files.submit(lambda: _write_all(fd, data), len(data), self._on_error):
+        if not self._files.write(self._file, data):
             self._on_error(OSError("the file writer is behind (disk too slow): queue full"))
 
     def close(self) -> None:
@@ -101,7 +99,7 @@ class CallLog:
         if self._closed:
             return
         self._closed = True
-        self._files.submit(lambda: os.close(self._fd), on_error=self._on_error)
+        self._files.close(self._file)
 
     async def aclose(self) -> None:
         """:meth:`close`, and wait until every line is on disk."""
@@ -109,7 +107,8 @@ class CallLog:
         await self._files.written()
 
     def _on_error(self, exc: Exception) -> None:
-        """A line was not written (writer thread or loop): counted, logged once."""
+        """A line was not written (reported by the file writer, or refused): counted, logged
+        once."""
         self.lost_lines += 1
         if not self._failed:
             self._failed = True
@@ -117,12 +116,6 @@ class CallLog:
                 "cannot write the call's event log; lines are lost",
                 extra={"call_id": self._call.id, "path": str(self.path), "error": str(exc)},
             )
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def open_call_log(directory: Path | None, call: Call, suffix: str = ".jsonl") -> CallLog | None:

@@ -12,13 +12,13 @@ end the file is padded with silence to the call's full length.
 
 Rows are interleaved and written in blocks of ``BLOCK_ROWS`` (200 ms): per frame the taps
 only keep the frame. The writes themselves (the block, then the header rewritten to cover
-it) run on the process's file-writer thread (``bridge.filewriter``), never on the event loop,
-so a slow disk delays the file, not the calls. Memory stays flat: at most ``FORCE_ROWS`` plus
-a block of frames per side are held here, and the writer's queue is bounded (a recording
-whose writes cannot be queued fails, logged, and the call goes on unrecorded). A crash
-mid-call leaves a playable file holding everything up to the last block written: at most
-``HOLD_ROWS + BLOCK_ROWS`` rows (0.4 s), plus the writer's batching
-(``bridge.filewriter.BATCH_S``), short of the crash.
+it) are done by the process's file writer (``bridge.filewriter``, a process of its own),
+never on the event loop, so a slow disk delays the file, not the calls. Memory stays flat:
+at most ``FORCE_ROWS`` plus a block of frames per side are held here, and what waits for the
+writer is bounded (a recording whose writes cannot be queued fails, logged, and the call
+goes on unrecorded). A crash mid-call leaves a playable file holding everything up to the
+last block handed over: at most ``HOLD_ROWS + BLOCK_ROWS`` rows (0.4 s) short of the crash
+(the writer outlives the server long enough to write what it was given).
 
 Import rule: ``bridge.call``, ``bridge.audio``, ``bridge.units``, ``bridge.handlers.calllog``,
 ``bridge.filewriter``, standard library.
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.audio.pcm import PCM_DTYPE
-from bridge.audio.wav import WavWriter
+from bridge.audio.wav import wav_header
 from bridge.call import Call, Handler
 from bridge.filewriter import file_writer
 from bridge.handlers.calllog import reserve_path
@@ -60,10 +60,10 @@ class Recorder:
         self._call = call
         self._frame_bytes = frame_bytes(call.rate)
         self._silence = bytes(self._frame_bytes)
-        self._writer = WavWriter(
-            path, call.rate, channels=2, header_every_s=BLOCK_ROWS * FRAME_NS / 1e9
-        )
         self._files = file_writer()
+        self._file = self._files.open(path, on_error=self._on_write_error)
+        self._data_bytes = 0
+        self._files.write(self._file, wav_header(self.rate, 2, 0))  # valid (empty) from the start
         self._left: deque[bytes] = deque()  # rows [written, left_next)
         self._left_next = 0
         self._right: dict[int, bytes] = {}
@@ -101,7 +101,7 @@ class Recorder:
         if not self.failed:
             elapsed = -(-(self._call.clock.now_ns() - self._call.start_ns) // FRAME_NS)
             self._write_until(max(self._left_next, self._right_high + 1, elapsed))
-        self._files.submit(self._writer.close, on_error=self._on_write_error)
+        self._files.close(self._file)
         log.info(
             "recording closed",
             extra={
@@ -127,14 +127,17 @@ class Recorder:
         stereo[:, 0] = np.frombuffer(b"".join(lefts), dtype=PCM_DTYPE)
         stereo[:, 1] = np.frombuffer(b"".join(rights), dtype=PCM_DTYPE)
         self.written_rows = rows
-        writer = self._writer
-        if not self._files.submit(
-            lambda: writer.write(stereo), size=stereo.nbytes, on_error=self._on_write_error
+        self._data_bytes += stereo.nbytes
+        # The data, then the header that covers it (it never claims what is not there).
+        files = self._files
+        if not (
+            files.write(self._file, stereo.data.cast("B"))
+            and files.pwrite(self._file, wav_header(self.rate, 2, self._data_bytes), 0)
         ):
             self._fail(OSError("the file writer is behind (disk too slow): queue full"))
 
     def _on_write_error(self, exc: Exception) -> None:
-        """On the writer thread: the file cannot be written (disk full, removed...)."""
+        """From the file writer: the file cannot be written (disk full, removed...)."""
         self._fail(exc)
 
     def _fail(self, exc: Exception) -> None:

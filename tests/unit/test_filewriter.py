@@ -1,70 +1,134 @@
-"""The file-writer thread: order, its bound, waiting for it, and failures that stay loud.
+"""The file writer: order, its bound, waiting for it, failures that stay loud, its process.
 
-Real files and a real thread; ``/dev/full`` stands in for a full disk (every write fails
-with ENOSPC), so a recording and a call log can fail for real.
+Real files and a real writer process; ``/dev/full`` stands in for a full disk (every write
+fails with ENOSPC), so a recording and a call log can fail for real. SIGSTOP holds the
+writer still (a disk that does not keep up), SIGKILL ends it (a crash or the OOM killer).
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import logging
 import os
-import threading
+import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bridge.audio.pcm import to_bytes, tone
+from bridge.audio.wav import read_wav
 from bridge.call import Call
-from bridge.filewriter import FileWriter, file_writer
+from bridge.filewriter import PIPE_BYTES, WRITER_NICE, FileWriter, file_writer
 from bridge.handlers.calllog import CallLog
 from bridge.handlers.record import Recorder
 from bridge.pacing import FakeClock, Scheduler
 from bridge.protocol.vonage import Connected
+from tests.helpers import wait_s
 from tests.unit.test_call import RecordingIO
 
 
-def test_operations_run_in_order_off_the_calling_thread(tmp_path: Path) -> None:
-    writer = FileWriter()
+@pytest.fixture
+def writer() -> Iterator[FileWriter]:
+    files = FileWriter()
+    try:
+        yield files
+    finally:
+        if files.pid is not None:
+            os.kill(files.pid, signal.SIGCONT)  # in case a test stopped it
+        files.stop(timeout=10)
+
+
+def _until(condition: object, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + wait_s(seconds)
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_operations_run_in_order_in_a_process_below_the_servers_priority(
+    writer: FileWriter, tmp_path: Path
+) -> None:
     path = tmp_path / "x"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    threads: set[str] = set()
-
-    def put(i: int) -> None:
-        threads.add(threading.current_thread().name)
-        os.write(fd, f"{i}\n".encode())
-
+    handle = writer.open(path)
     for i in range(500):
-        assert writer.submit(functools.partial(put, i), size=4)
-    assert writer.flush(timeout=10)
-    os.close(fd)
-    assert path.read_text().split() == [str(i) for i in range(500)]
-    assert threads == {"bridge-file-writer"}
+        assert writer.write(handle, f"{i}\n".encode())
+    assert writer.pwrite(handle, b"X", 0)  # in place, the position untouched
+    assert writer.write(handle, b"end\n")
+    writer.close(handle)
+    assert writer.flush(timeout=wait_s(10))
+    assert path.read_text().split() == ["X", *[str(i) for i in range(1, 500)], "end"]
+    assert writer.pid is not None and writer.pid != os.getpid()
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, writer.pid) == min(19, mine + WRITER_NICE)
     assert writer.pending_bytes == 0
 
 
-def test_the_queue_is_bounded_in_bytes_and_refuses_past_it() -> None:
-    writer = FileWriter(max_pending_bytes=1000)
-    gate = threading.Event()
-    assert writer.submit(gate.wait, size=600)  # the thread is stuck on this one
-    assert not writer.submit(lambda: None, size=600)
+def test_what_the_pipe_cannot_take_waits_here_up_to_the_bound(
+    writer: FileWriter, tmp_path: Path
+) -> None:
+    writer.max_pending_bytes = 2 * PIPE_BYTES
+    path = tmp_path / "x"
+    handle = writer.open(path)
+    assert writer.flush(timeout=wait_s(10))
+    assert writer.pid is not None
+    os.kill(writer.pid, signal.SIGSTOP)  # the disk stopped keeping up
+    block = bytes(range(256)) * 400  # 100 KiB
+    accepted = 0
+    while writer.write(handle, block):
+        accepted += 1
+        assert accepted < 100, "the bound never refused"
     assert writer.refused == 1
-    assert writer.submit(lambda: None, size=400)  # exactly up to the bound
-    gate.set()
-    assert writer.flush(timeout=10)
-    assert writer.submit(lambda: None, size=1000)
+    # The pipe holds its megabyte; no more than the bound waits here.
+    assert accepted * len(block) >= 2 * PIPE_BYTES
+    assert writer.pending_bytes <= writer.max_pending_bytes
+    assert not writer.flush(timeout=0.3)  # a flush gives up at its timeout
+    os.kill(writer.pid, signal.SIGCONT)
+    assert writer.flush(timeout=wait_s(10))
+    assert path.read_bytes() == block * accepted  # every accepted write, in order
+    assert writer.write(handle, block)  # room again
 
 
-async def test_written_waits_without_blocking_the_loop() -> None:
-    writer = FileWriter()
-    gate = threading.Event()
-    done: list[int] = []
-    writer.submit(gate.wait)
-    writer.submit(lambda: done.append(1))
-    waiting = writer.written()
-    gate.set()
-    await waiting
-    assert done == [1]
+async def test_written_waits_without_blocking_the_loop(writer: FileWriter, tmp_path: Path) -> None:
+    path = tmp_path / "x"
+    handle = writer.open(path)
+    await writer.written()
+    assert writer.pid is not None
+    os.kill(writer.pid, signal.SIGSTOP)
+    writer.write(handle, b"last words")
+    waiting = asyncio.create_task(writer.written())
+    ticks = 0
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not waiting.done() and ticks == 20  # the loop ran on while the writer stood still
+    os.kill(writer.pid, signal.SIGCONT)
+    await asyncio.wait_for(waiting, wait_s(10))
+    assert path.read_bytes() == b"last words"
+
+
+def test_a_writer_that_dies_fails_the_open_files_loudly_and_the_next_file_works(
+    writer: FileWriter, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors: list[OSError] = []
+    first = writer.open(tmp_path / "a", on_error=errors.append)
+    writer.write(first, b"a")
+    assert writer.flush(timeout=wait_s(10))
+    dead = writer.pid
+    assert dead is not None
+    os.kill(dead, signal.SIGKILL)
+    assert _until(lambda: errors)
+    assert "file-writer process exited" in str(errors[0])
+    assert any("file-writer process exited" in r.getMessage() for r in caplog.records)
+    second = writer.open(tmp_path / "b")
+    writer.write(second, b"b")
+    writer.close(second)
+    assert writer.flush(timeout=wait_s(10))
+    assert writer.pid not in (None, dead)
+    assert (tmp_path / "b").read_bytes() == b"b"
 
 
 def _call() -> Call:
@@ -72,24 +136,40 @@ def _call() -> Call:
 
 
 def test_a_full_disk_fails_the_recording_once_and_the_call_goes_on(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     call = _call()
-    recorder = Recorder(call, tmp_path / "rec.wav")
-    writer = recorder._writer
-    writer._file.close()
-    writer._file = Path("/dev/full").open("wb")  # noqa: SIM115 - the disk filled up: writes fail
+    recorder = Recorder(call, Path("/dev/full"))  # the disk filled up: every write fails
     call.add_taps(inbound=recorder.on_inbound, outbound=recorder.on_outbound)
     frame = to_bytes(tone(300, 16000, 320))
     for _ in range(100):
         call.feed_audio(frame)
-        assert file_writer().flush(timeout=10)
+        assert file_writer().flush(timeout=wait_s(10))
     recorder.close()
-    assert file_writer().flush(timeout=10)
+    assert file_writer().flush(timeout=wait_s(10))
     assert recorder.failed
     failures = [r for r in caplog.records if r.getMessage().startswith("recording failed")]
     assert len(failures) == 1 and "No space left" in str(getattr(failures[0], "error", ""))
     assert call.stats.frames_in == 100 and not call.ended
+
+
+def test_a_recording_is_a_valid_wav_at_every_block(tmp_path: Path) -> None:
+    """What the writer has written is always a WAV whose header covers exactly its data."""
+    call = _call()
+    recorder = Recorder(call, tmp_path / "rec.wav")
+    call.add_taps(inbound=recorder.on_inbound, outbound=recorder.on_outbound)
+    frame = to_bytes(tone(300, 16000, 320))
+    for k in range(60):
+        call.feed_audio(frame)
+        if k % 10 == 9:
+            assert file_writer().flush(timeout=wait_s(10))
+            samples, rate = read_wav(recorder.path)
+            assert rate == 16000 and len(samples) == 320 * recorder.written_rows
+    assert recorder.written_rows == 50  # 60 rows in, 10 held back
+    recorder.close()
+    assert file_writer().flush(timeout=wait_s(10))
+    samples, _ = read_wav(recorder.path)
+    assert len(samples) == 320 * 60
 
 
 async def test_a_call_log_on_a_full_disk_counts_its_lost_lines(
@@ -98,8 +178,9 @@ async def test_a_call_log_on_a_full_disk_counts_its_lost_lines(
     caplog.set_level(logging.ERROR)
     call = _call()
     log = CallLog(tmp_path, call)
-    os.close(log._fd)
-    log._fd = os.open("/dev/full", os.O_WRONLY)  # the disk filled up mid-call
+    files = file_writer()
+    files.close(log._file)
+    log._file = files.open(Path("/dev/full"), append=True, on_error=log._on_error)  # disk full
     for i in range(3):
         log.write("event", n=i)
     await log.aclose()

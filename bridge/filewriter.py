@@ -82,6 +82,7 @@ class FileWriter:
         self._owner = os.getpid()
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
+        self._wake_fd = -1
         #: Requests not yet in the pipe, whole and in order (headers and payloads).
         self._out: list[bytes | memoryview] = []
         self._out_bytes = 0
@@ -158,9 +159,7 @@ class FileWriter:
         self.flush(timeout)
         with self._lock:
             self._proc = None
-            self._unwatch()
-            os.close(self._fd)
-            self._fd = -1
+            self._close_pipes()
         proc.wait(timeout)
 
     # -- the loop's side --------------------------------------------------------------
@@ -204,7 +203,9 @@ class FileWriter:
             token = self._next_id
             self._next_id += 1
             self._waiters[token] = callback
-        return self._send(wire.MARK, token)
+            sent = self._send(wire.MARK, token)
+            self._wake()  # someone waits: no batching delay
+        return sent
 
     def _push(self, deadline: float | None = None) -> bool:
         """Move what is waiting into the pipe: what fits now (the rest when the loop sees
@@ -223,6 +224,7 @@ class FileWriter:
                     break
                 self._consume(sent)
                 if sent < sum(len(part) for part in batch):
+                    self._wake()  # the pipe is full: take it now
                     if deadline is None:
                         self._watch()
                         return False
@@ -247,6 +249,17 @@ class FileWriter:
                 out[taken] = memoryview(part)[sent:]
                 sent = 0
         del out[:taken]
+
+    def _close_pipes(self) -> None:
+        self._unwatch()
+        os.close(self._fd)
+        os.close(self._wake_fd)
+        self._fd = self._wake_fd = -1
+
+    def _wake(self) -> None:
+        """Cut the writer's batching wait short."""
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(self._wake_fd, b"\0")
 
     def _watch(self) -> None:
         """Push again when the pipe has room (the running loop watches it, if any)."""
@@ -276,12 +289,22 @@ class FileWriter:
             self._reset()
         if self._proc is not None:
             return
-        proc = subprocess.Popen(
-            [sys.executable, "-I", str(_SCRIPT), str(self.nice)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
+        wake_r, wake_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", str(_SCRIPT), str(self.nice), str(wake_r)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+                pass_fds=(wake_r,),
+            )
+        except BaseException:
+            os.close(wake_w)
+            raise
+        finally:
+            os.close(wake_r)
+        os.set_blocking(wake_w, False)
+        self._wake_fd = wake_w
         assert proc.stdin is not None and proc.stdout is not None
         # Our ends as bare descriptors: the pipe is written with writev, never buffered.
         self._fd = os.dup(proc.stdin.fileno())
@@ -340,9 +363,7 @@ class FileWriter:
             if proc is None or proc is not self._proc:
                 return  # stopped on purpose, or already handled
             self._proc = None
-            self._unwatch()
-            os.close(self._fd)
-            self._fd = -1
+            self._close_pipes()
             self._out.clear()
             self._out_bytes = 0
             failed = [cb for cb in self._on_error.values() if cb is not None]

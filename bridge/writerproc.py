@@ -1,6 +1,6 @@
 """The file-writer process: performs the file operations a server sends it, in order.
 
-Run by ``bridge.filewriter`` as a script (``python -I bridge/writerproc.py NICE``; the
+Run by ``bridge.filewriter`` as a script (``python -I bridge/writerproc.py NICE WAKE_FD``; the
 server imports it only for the wire format below): it needs only the standard library, so
 it starts in a few milliseconds and shares nothing with the server but two pipes. Why a process and not a
 thread: a thread's writes hold the GIL between system calls, and on the core a worker runs
@@ -48,6 +48,8 @@ OPEN, WRITE, PWRITE, CLOSE, MARK = range(5)
 DONE, ERROR, CLOSED = range(3)
 
 READ_BYTES = 1 << 20
+#: How long requests gather before the process takes them (milliseconds).
+BATCH_MS = 20
 #: How often a blocked read checks that the server still runs (milliseconds).
 PARENT_CHECK_MS = 1000
 
@@ -111,11 +113,20 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def serve(requests: int, replies: int, parent: int) -> None:
-    """Read and perform requests until ``requests`` ends (or the parent is gone)."""
+def serve(requests: int, replies: int, wake: int, parent: int) -> None:
+    """Read and perform requests until ``requests`` ends (or the parent is gone).
+
+    Woken by the first request after a quiet spell, it lets more gather for ``BATCH_MS``
+    (cut short by a byte on ``wake``: the server waits for a ``MARK``, or its pipe is
+    full), then takes everything there is: a few wake-ups a second, not one per loop
+    iteration of the server (each would be two context switches on the server's core)."""
     files = Files(replies)
     poller = select.poll()
     poller.register(requests, select.POLLIN)
+    waker = select.poll()
+    waker.register(wake, select.POLLIN)
+    os.set_blocking(requests, False)
+    os.set_blocking(wake, False)
     rest = b""
     try:
         while True:
@@ -123,11 +134,18 @@ def serve(requests: int, replies: int, parent: int) -> None:
                 if os.getppid() != parent:
                     break
                 continue
-            chunk = os.read(requests, READ_BYTES)
-            if not chunk:
-                break
-            data = rest + chunk if rest else chunk
-            rest = data[_run_complete(files, data) :]
+            if waker.poll(BATCH_MS):
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake, 4096)
+            while True:
+                try:
+                    chunk = os.read(requests, READ_BYTES)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    return
+                data = rest + chunk if rest else chunk
+                rest = data[_run_complete(files, data) :]
     finally:
         files.close_all()
 
@@ -147,11 +165,12 @@ def _run_complete(files: Files, data: bytes) -> int:
 
 
 def main() -> None:
-    nice = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    """``writerproc.py NICE WAKE_FD``: requests on stdin, replies on stdout."""
+    nice, wake = int(sys.argv[1]), int(sys.argv[2])
     if nice:
         with contextlib.suppress(OSError):  # not allowed here: run at the server's own priority
             os.nice(nice)
-    serve(sys.stdin.fileno(), sys.stdout.fileno(), os.getppid())
+    serve(sys.stdin.fileno(), sys.stdout.fileno(), wake, os.getppid())
 
 
 if __name__ == "__main__":

@@ -93,18 +93,37 @@ async def test_a_server_killed_mid_call_leaves_a_playable_recording(
             )
         )
         await asyncio.sleep(wait_s(2.3))
+        (writer,) = _writer_processes(server.proc.pid)  # started with the server
         server.proc.send_signal(signal.SIGKILL)  # no chance to finish the file
         await call
     finally:
         server.stop(sig=None)
+    # The writer writes what it was handed, then ends with its server (no orphan).
+    deadline = asyncio.get_running_loop().time() + wait_s(5)
+    while _is_writer(writer):  # a zombie has no command line
+        assert asyncio.get_running_loop().time() < deadline, "the writer outlived its server"
+        await asyncio.sleep(0.05)
     (path,) = records.iterdir()
     mono, rate = read_wav(path)  # still a valid WAV: its header was kept current
     stereo, _ = read_stereo(path)
     assert len(mono) == len(stereo)
     caller, _ = read_wav(sent)
-    # Everything up to the last whole second before the kill (rows trail by 200 ms).
-    assert len(stereo) >= 2 * rate - 3200
+    # Every row handed over before the kill: up to the last 200 ms block that was 200 ms
+    # behind the caller (rows from 2.0 s on were not written yet at 2.3 s).
+    assert len(stereo) >= 2 * rate
     assert np.array_equal(stereo[:, 0], caller[: len(stereo)])
+
+
+def _is_writer(pid: int) -> bool:
+    try:
+        return b"writerproc" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _writer_processes(server: int) -> list[int]:
+    children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+    return [int(c) for c in children if _is_writer(int(c))]
 
 
 def test_a_ten_minute_recording_keeps_memory_flat(tmp_path: Path) -> None:

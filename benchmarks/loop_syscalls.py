@@ -5,7 +5,7 @@
 Starts the same probed, recording, multiprocess-metrics server as ``benchmarks.loop_lag``
 (scraped every second), runs ``bridge load`` against it under ``strace -f -y``, and counts
 the file system calls on recordings (``*.wav``) and metric files (``*.db``) made by the
-event-loop thread and by everything else (the file writer thread, the metrics helper
+event-loop thread and by everything else (the file writer, the metrics helper
 process). Counts, not times: strace slows the process down, so no timing from this run means
 anything; what it shows is where the blocking calls happen. Needs ``strace``. Prints a table
 and writes ``benchmarks/results/loop_syscalls.json``.

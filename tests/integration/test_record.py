@@ -152,7 +152,7 @@ def test_a_ten_minute_recording_keeps_memory_flat(tmp_path: Path) -> None:
             clock.advance_ms(20)
             scheduler.service()
             if k % 50 == 0:
-                # Fake time runs far faster than real time: let the writer thread keep up as
+                # Fake time runs far faster than real time: let the writer process keep up as
                 # it does at real time (its own queue is bounded: tests/unit/test_filewriter).
                 writer.flush()
             if k == 1000:
@@ -162,7 +162,7 @@ def test_a_ten_minute_recording_keeps_memory_flat(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     call.end()
-    assert writer.flush(timeout=30)  # the writer thread has written everything
+    assert writer.flush(timeout=30)  # the writer process has written everything
     assert recorder.duration_s == pytest.approx(600, abs=0.05)
     assert recorder.path.stat().st_size == 44 + frames * 320 * 2 * 2
     growth = peak - baseline

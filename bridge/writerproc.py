@@ -36,6 +36,7 @@ import contextlib
 import errno
 import os
 import select
+import signal
 import struct
 import sys
 
@@ -167,6 +168,11 @@ def _run_complete(files: Files, data: bytes) -> int:
 def main() -> None:
     """``writerproc.py NICE WAKE_FD``: requests on stdin, replies on stdout."""
     nice, wake = int(sys.argv[1]), int(sys.argv[2])
+    # Ctrl-C reaches the whole process group, and a service manager may signal every
+    # process of the service: the server decides when to stop, and this process ends
+    # when the server's pipe does, after writing what it was handed.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     if nice:
         with contextlib.suppress(OSError):  # not allowed here: run at the server's own priority
             os.nice(nice)

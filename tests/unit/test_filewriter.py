@@ -131,6 +131,25 @@ def test_a_writer_that_dies_fails_the_open_files_loudly_and_the_next_file_works(
     assert (tmp_path / "b").read_bytes() == b"b"
 
 
+def test_the_writer_ignores_the_signals_meant_for_its_server(
+    writer: FileWriter, tmp_path: Path
+) -> None:
+    """Ctrl-C (the whole process group) or a service manager's SIGTERM to every process must
+    not end the writer before the server has drained its calls' files."""
+    handle = writer.open(tmp_path / "x")
+    assert writer.flush(timeout=wait_s(10))
+    pid = writer.pid
+    assert pid is not None
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        os.kill(pid, sig)
+    time.sleep(0.2)
+    writer.write(handle, b"still here")
+    writer.close(handle)
+    assert writer.flush(timeout=wait_s(10))
+    assert writer.pid == pid
+    assert (tmp_path / "x").read_bytes() == b"still here"
+
+
 def _call() -> Call:
     return Call(Connected(sample_rate=16000), RecordingIO(), Scheduler(FakeClock(), 100))
 

@@ -1,6 +1,7 @@
 """Event-loop lag of a recording bridge under load: 200 echo calls, every one recorded.
 
-``python -m benchmarks.loop_lag [--before REF] [--rounds N] [--calls 200] [--seconds 30]``
+``python -m benchmarks.loop_lag [--before REF] [--unrecorded] [--rounds N] [--calls 200]
+[--seconds 30]``
 
 Each round starts ``bridge serve --record-dir DIR`` with a lag probe
 (``benchmarks/servers/probed_bridge.py``: a 1 ms timer whose lateness is recorded) pinned to
@@ -16,7 +17,9 @@ multiprocess scrape stall the one thread every call's audio goes through.
 with ``git archive`` into a temporary folder and put first on ``PYTHONPATH``), alternating
 before and after (and which goes first) so that both see the same machine; other processes'
 CPU use during each window is measured and reported (the machine may be shared), and a round
-disturbed by them is run again. Each variant's recorder is also measured alone, in one
+disturbed by them is run again. ``--unrecorded`` adds a third variant in the same rounds:
+this tree's server with the same calls and no ``--record-dir``, the baseline that says how
+much of the lag recording adds at all. Each variant's recorder is also measured alone, in one
 process: its CPU per recorded call-second on the calling (event-loop) thread and on others. Prints a table and writes
 ``benchmarks/results/loop_lag.json``. Never run as a test.
 """

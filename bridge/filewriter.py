@@ -39,6 +39,7 @@ import contextlib
 import errno
 import fcntl
 import logging
+import math
 import os
 import select
 import subprocess
@@ -130,13 +131,13 @@ class FileWriter:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything handed over so far is written; ``False`` on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
         done = threading.Event()
         if not self._mark(done.set):
             return True
-        if not self._push(deadline=deadline if deadline is not None else float("inf")):
+        if not self._push(deadline):
             return False
-        return done.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return done.wait(None if timeout is None else max(0.0, deadline - time.monotonic()))
 
     async def written(self) -> None:
         """Wait, without blocking the loop, until everything handed over so far is written."""
@@ -174,7 +175,10 @@ class FileWriter:
         bounded: bool = False,
     ) -> bool:
         with self._lock:
-            self._process()
+            if op == wire.OPEN:
+                self._process()  # only here: a write is not worth a getpid() each
+            elif self._proc is None:
+                return False  # the writer died: the file failed with it (already reported)
             size = len(payload)
             if bounded and self._out_bytes + size > self.max_pending_bytes:
                 self.refused += 1
@@ -183,16 +187,15 @@ class FileWriter:
             if size:
                 self._out.append(payload)
             self._out_bytes += wire.REQUEST.size + size
-            try:
-                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if loop is None:
-                self._push()  # what does not fit waits for the next write or a flush
-            elif not self._push_soon:
-                # Everything one loop iteration hands over goes in one writev.
-                self._push_soon = True
-                loop.call_soon(self._push)
+            if not self._push_soon:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    self._push()  # no loop: what does not fit waits for a write or a flush
+                else:
+                    # Everything one loop iteration hands over goes in one writev.
+                    self._push_soon = True
+                    loop.call_soon(self._push)
         return True
 
     def _mark(self, callback: Callable[[], None]) -> bool:
@@ -251,10 +254,26 @@ class FileWriter:
         del out[:taken]
 
     def _close_pipes(self) -> None:
-        self._unwatch()
-        os.close(self._fd)
-        os.close(self._wake_fd)
+        """Close our ends; a loop watching the pipe stops first, on its own thread (the
+        reply thread closes them when the writer dies, and a loop is not thread-safe)."""
+        fds = (self._fd, self._wake_fd)
         self._fd = self._wake_fd = -1
+        loop, self._watched = self._watched, None
+        if loop is not None and not loop.is_closed():
+            try:
+                on_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                on_loop = False
+            if on_loop:
+                loop.remove_writer(fds[0])
+            else:
+                try:
+                    loop.call_soon_threadsafe(_unwatch_and_close, loop, fds)
+                except RuntimeError:
+                    pass  # closed meanwhile: nothing watches any more
+                else:
+                    return
+        _close_all(fds)
 
     def _wake(self) -> None:
         """Cut the writer's batching wait short."""
@@ -311,9 +330,8 @@ class FileWriter:
         proc.stdin.close()
         os.set_inheritable(self._fd, False)
         os.set_blocking(self._fd, False)
-        with contextlib.suppress(
-            OSError
-        ):  # the default size (64 KiB): more waits here, nothing else changes
+        # Where the kernel refuses, the default 64 KiB: more waits here, nothing else changes.
+        with contextlib.suppress(OSError):
             fcntl.fcntl(self._fd, _F_SETPIPE_SZ, PIPE_BYTES)
         self._proc = proc
         threading.Thread(
@@ -376,6 +394,16 @@ class FileWriter:
             _run(lambda on_error=on_error: on_error(exc))  # type: ignore[misc]
         for waiter in waiters:
             _run(waiter)
+
+
+def _unwatch_and_close(loop: asyncio.AbstractEventLoop, fds: tuple[int, int]) -> None:
+    loop.remove_writer(fds[0])
+    _close_all(fds)
+
+
+def _close_all(fds: tuple[int, int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _run(callback: Callable[[], object]) -> None:

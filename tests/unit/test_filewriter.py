@@ -123,6 +123,7 @@ def test_a_writer_that_dies_fails_the_open_files_loudly_and_the_next_file_works(
     assert _until(lambda: errors)
     assert "file-writer process exited" in str(errors[0])
     assert any("file-writer process exited" in r.getMessage() for r in caplog.records)
+    assert not writer.write(first, b"late")  # refused: that file failed with its writer
     second = writer.open(tmp_path / "b")
     writer.write(second, b"b")
     writer.close(second)
@@ -148,6 +149,33 @@ def test_the_writer_ignores_the_signals_meant_for_its_server(
     assert writer.flush(timeout=wait_s(10))
     assert writer.pid == pid
     assert (tmp_path / "x").read_bytes() == b"still here"
+
+
+async def test_a_writer_that_dies_while_the_loop_waits_for_room_leaves_the_loop_running(
+    writer: FileWriter, tmp_path: Path
+) -> None:
+    errors: list[OSError] = []
+    handle = writer.open(tmp_path / "x", on_error=errors.append)
+    await writer.written()
+    assert writer.pid is not None
+    os.kill(writer.pid, signal.SIGSTOP)
+    block = bytes(64 << 10)
+    for _ in range(40):  # 2.5 MiB: the pipe fills, the loop watches it for room
+        assert writer.write(handle, block)
+    await asyncio.sleep(0.05)
+    assert writer.pending_bytes > 0
+    os.kill(writer.pid, signal.SIGKILL)
+    for _ in range(round(wait_s(5) / 0.01)):
+        if errors:
+            break
+        await asyncio.sleep(0.01)
+    assert errors and writer.pid is None
+    await asyncio.sleep(0.05)  # the loop stopped watching the closed pipe, on its own thread
+    second = writer.open(tmp_path / "y")
+    writer.write(second, b"y")
+    writer.close(second)
+    await writer.written()
+    assert (tmp_path / "y").read_bytes() == b"y"
 
 
 def _call() -> Call:

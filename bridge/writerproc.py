@@ -39,6 +39,8 @@ import select
 import signal
 import struct
 import sys
+from collections.abc import Callable
+from typing import Any
 
 #: op (B), handle (I), payload length (I), offset (q)
 REQUEST = struct.Struct("<BIIq")
@@ -93,19 +95,19 @@ class Files:
                 os.close(fd)
         self._fds.clear()
 
-    def _guard(self, handle: int, fn: object, *args: object) -> int | None:
+    def _guard(self, handle: int, fn: Callable[..., Any], *args: object) -> Any:
+        """``fn(*args)``; an ``OSError`` is answered with ``ERROR`` and gives ``None``."""
         try:
-            return fn(*args)  # type: ignore[operator,no-any-return]
+            return fn(*args)
         except OSError as exc:
             self._reply(ERROR, handle, exc.errno or 0, exc.strerror or str(exc))
             return None
 
-    def _reply(self, kind: int, handle: int, errno: int, message: str) -> None:
+    def _reply(self, kind: int, handle: int, code: int, message: str) -> None:
         text = message.encode()
-        with contextlib.suppress(
-            BrokenPipeError
-        ):  # the server is gone; its files are still written
-            _write_all(self._replies, REPLY.pack(kind, handle, errno, len(text)) + text)
+        # A broken pipe: the server is gone; its files are still written.
+        with contextlib.suppress(BrokenPipeError):
+            _write_all(self._replies, REPLY.pack(kind, handle, code, len(text)) + text)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -34,6 +34,7 @@ and ``bridge.sim``.
 from __future__ import annotations
 
 import asyncio
+import statistics
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,7 +82,8 @@ _MAX_EVENTS_KEPT = 1000
 #: Pacing is measured from the second second on: a sender with a lead (bridge sends up to
 #: 100 ms ahead) bursts at the start, which is by design, not a pacing error.
 _PACING_SKIP_FRAMES = 50
-#: Drift compares the mean offset of the first and the last this many frames.
+#: Drift compares the median offset of the first and the last this many frames: a median, so
+#: one stall of the host (a few frames late, then a burst) does not read as the grid moving.
 _PACING_WINDOW = 50
 #: Offsets are recorded relative to the first measured frame, plus this to keep them
 #: non-negative (that frame may itself have been up to this late).
@@ -783,8 +785,8 @@ class SimulatedCall:
         p50, p99 = pacing.percentiles_ns([50, 99])
         assert p50 is not None and p99 is not None
         seen = min(pacing.count, _PACING_WINDOW)
-        first = sum(self.pacing_first[:seen]) / seen
-        last = sum(self.pacing_last) / _PACING_WINDOW if pacing.count >= _PACING_WINDOW else first
+        first = statistics.median(self.pacing_first[:seen])
+        last = statistics.median(self.pacing_last) if pacing.count >= _PACING_WINDOW else first
         return {
             "pacing_error_p50_ms": ms(p50 - low),
             "pacing_error_p99_ms": ms(p99 - low),

@@ -74,19 +74,24 @@ async def test_gap_clear_pacing_and_summary_line(caplog: pytest.LogCaptureFixtur
                 # Read everything the server sends, as Vonage does (an unread client stops
                 # reading its socket, and then never sees the close).
                 reader = asyncio.create_task(_read_all(ws))
+                loop = asyncio.get_running_loop()
+                start = loop.time()
                 for k in range(60):
-                    if k == 30:
-                        await asyncio.sleep(0.15)  # a 150 ms hole in the caller's audio
+                    # On a 20 ms grid, with a 350 ms hole in the caller's audio before frame 30.
+                    due = start + k * 0.02 + (0.35 if k >= 30 else 0.0)
+                    await asyncio.sleep(max(0.0, due - loop.time()))
                     await ws.send(bytes(320))
-                    await asyncio.sleep(0.02)
             await reader
             lost = [c.lost for c in server.connections]
             if lost:
                 await asyncio.wait(lost, timeout=wait_s(5))
             text = await _scrape(port)
-    assert metric(text, "bridge_inbound_gap_seconds_count") == 1
-    assert metric(text, "bridge_inbound_gap_seconds_bucket", 'le="0.1"') == 0
-    assert metric(text, "bridge_inbound_gap_seconds_bucket", 'le="0.2"') == 1
+    # The hole is one gap in the 0.3-0.5 s bucket. A stalled test host can add short gaps
+    # of its own (anything over 40 ms counts), so those are allowed below 0.3 s.
+    gaps = metric(text, "bridge_inbound_gap_seconds_count")
+    assert gaps >= 1
+    assert metric(text, "bridge_inbound_gap_seconds_bucket", 'le="0.3"') == gaps - 1
+    assert metric(text, "bridge_inbound_gap_seconds_bucket", 'le="0.5"') == gaps
     assert metric(text, "bridge_clear_to_cleared_seconds_count") == 1
     # The prompt left on the pacing timer: it fired for most of its 50 frames.
     assert metric(text, "bridge_pacing_lateness_seconds_count") >= 20
@@ -95,8 +100,9 @@ async def test_gap_clear_pacing_and_summary_line(caplog: pytest.LogCaptureFixtur
     fields = ended[0].__dict__
     assert fields["call_id"] == "gap-1"
     assert fields["outcome"] == "completed"
-    assert fields["frames_in"] == 60 and fields["inbound_gaps"] == 1
-    assert 1.2 < fields["duration_s"] < 1.2 + wait_s(2)
+    assert fields["frames_in"] == 60 and fields["inbound_gaps"] == gaps
+    assert 300 < fields["max_gap_ms"] < 500
+    assert 1.5 < fields["duration_s"] < 1.5 + wait_s(2)
     assert fields["jitter_p99_ms"] is not None and fields["jitter_p99_ms"] >= 1
     for key in ("drift_ppm", "underrun_frames", "heard_ms", "max_gap_ms", "close_code"):
         assert key in fields, key

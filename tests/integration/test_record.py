@@ -24,7 +24,14 @@ from bridge.handlers.record import start_recording
 from bridge.pacing import FakeClock, Scheduler
 from bridge.protocol.vonage import Connected
 from bridge.sim import CallOptions, run_call
-from tests.helpers import DATA, running_server, start_server_process, url_of, wait_s
+from tests.helpers import (
+    DATA,
+    running_server,
+    skipped_silent_rows,
+    start_server_process,
+    url_of,
+    wait_s,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +84,11 @@ async def test_echo_call_is_recorded_left_caller_right_bridge_aligned(
     # sits in the 20 ms slot k or k + 1 (it leaves as soon as frame k arrives).
     start = int(np.flatnonzero(right)[0]) // 320 * 320
     assert start in (0, 320)
-    assert np.array_equal(right[start : start + len(back)], back)
+    # Every frame bridge sent, in order; a stalled test host may hold the caller's audio back
+    # past a slot, and then bridge's schedule (bridge.pacing) moves on, so Vonage plays (and
+    # the file holds) a silent slot there: only such slots may sit between the frames.
+    skipped = skipped_silent_rows(right[start:].reshape(-1, 320), back.reshape(-1, 320))
+    assert skipped <= 10, skipped
 
 
 async def test_a_server_killed_mid_call_leaves_a_playable_recording(

@@ -44,27 +44,32 @@ def bridge() -> Iterator[ServerProcess]:
 def call(server: ServerProcess, *args: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``bridge call --json`` with ``args``, in a process of its own (as a user runs it: not
     in this long-lived test process, whose heap makes the collector pause it for tens of
-    ms): its report, and bridge's "call ended" line."""
+    ms): its report, and bridge's "call ended" line.
+
+    The simulator must keep its own schedule, every frame within a slot of its time: a frame
+    a slot late leaves bridge's slot empty (an underrun nobody injected), two make a gap. A
+    call where it did not measured the machine, not bridge, so it is made once more (a new
+    call, judged in full); a second such call fails the test."""
     url = server.url.rstrip("/")
     metrics = url.replace("ws://", "http://").rsplit("/", 1)[0] + "/metrics"
     command = ["call", url, "--json", "--metrics-url", metrics, "--linger", "0.3", *args]
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", *command],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=wait_s(120),
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
-    ended = [line for line in server.lines if line.get("msg") == "call ended"]
-    assert len(ended) == 1, server.messages()
-    # The simulator kept its own schedule, every frame within a slot of its time: a frame a
-    # slot late leaves bridge's slot empty (an underrun nobody injected), two make a gap.
-    # Failing here means the machine was too busy to measure bridge on, not bridge.
-    assert report["lateness_max_ms"] < 20, f"the simulator itself stalled: {report}"
-    return report, ended[0]
+    for attempt in (1, 2):
+        done = subprocess.run(
+            [sys.executable, "-m", "bridge", *command],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=wait_s(120),
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        report: dict[str, Any] = json.loads(done.stdout)
+        ended = [line for line in server.lines if line.get("msg") == "call ended"]
+        assert len(ended) == attempt, server.messages()
+        if report["lateness_max_ms"] < 20:
+            return report, ended[-1]
+        print(f"the simulator itself stalled (attempt {attempt}): {report}")
+    raise AssertionError(f"the simulator itself stalled twice, the machine is too busy: {report}")
 
 
 @pytest.mark.skipif(TRANSPORT == "websockets", reason="real time: default backend run only")

@@ -126,7 +126,9 @@ async def test_transcribe_from_the_command_line_at_16k_and_8k(
             )
         )
     finally:
-        assert server.stop() == 0
+        # The drain waits for the recogniser to finish both calls' last utterances: seconds
+        # of decoding, more on a busy host (10 s was not enough with both cores taken).
+        assert server.stop(timeout=60) == 0
     assert all(report.completed for report in reports)
     found = {}
     for rate in (16000, 8000):

@@ -139,7 +139,9 @@ async def test_echo_is_exact_at_every_rate() -> None:
         assert report.frames_received == report.frames_matched == report.frames_sent
         assert report.frames_lost == report.frames_not_exact == report.out_of_order == 0
         assert report.rtt_p50_ms is not None and report.rtt_max_ms is not None
-        assert 0 < report.rtt_p50_ms <= report.rtt_max_ms < wait_s(100)
+        # The bulk prompt; the worst frame may be one a stalled host held back.
+        assert 0 < report.rtt_p50_ms < wait_s(20)
+        assert report.rtt_p50_ms <= report.rtt_max_ms < wait_s(500)
         assert report.jitter_p99_ms is not None and report.rfc3550_jitter_ms is not None
         assert (report.close_code, report.closed_by) == (1000, "simulator")
         assert report.rate == rate
@@ -219,8 +221,12 @@ async def test_late_sender_catches_up_instead_of_sliding() -> None:
     # The 200 ms seen late are sent at once (about 10 frames in a burst)...
     burst = np.diff(arrivals) < 5 * MS
     assert burst.sum() >= 9
-    # ...and the grid is kept: the last frame leaves 200 ms earlier in real time, not later.
-    assert abs(arrivals[-1] / MS - (49 * 20 - 200)) < wait_s(15)
+    # ...and the grid is kept: the last frames leave 200 ms earlier in real time, not later
+    # (medians of ten frames each side, so one arrival a stalled host held back cannot decide).
+    grid_ms = np.arange(50) * 20.0
+    before = np.median(arrivals[:10] / MS - grid_ms[:10])
+    after = np.median(arrivals[-10:] / MS - grid_ms[-10:])
+    assert abs(after - before + 200) < wait_s(15), arrivals / MS
     assert report.exact
     assert report.lateness_max_ms is not None and report.lateness_max_ms >= 180
     assert report.client_overloaded

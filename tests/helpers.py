@@ -132,6 +132,22 @@ class ServerProcess:
         return [str(line.get("msg")) for line in self.lines]
 
 
+def run_bridge(
+    *args: str, timeout_s: float = 30.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m bridge ARGS`` to its end, as a user runs it: text output captured, the
+    exit status left to the caller, ``env`` added to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=wait_s(timeout_s),
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def start_server_process(
     args: Sequence[str] = (),
     preexec_fn: Callable[[], None] | None = None,

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
 from bridge.sim import CallOptions, run_call
-from tests.helpers import ROOT, start_server_process, wait_s
+from tests.helpers import run_bridge, start_server_process, wait_s
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", *args],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=wait_s(30),
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+    return run_bridge(*args, env=env)
 
 
 @pytest.mark.parametrize(

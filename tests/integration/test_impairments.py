@@ -12,8 +12,6 @@ same code on either backend; the transport backends are compared elsewhere).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,12 +19,11 @@ import pytest
 
 from tests.helpers import (
     IN_SUITES_SECOND_RUN,
-    ROOT,
     RUNS_IN_THE_DEFAULT_RUN,
     TRANSPORT,
     ServerProcess,
+    run_bridge,
     start_server_process,
-    wait_s,
 )
 
 pytestmark = pytest.mark.slow
@@ -54,14 +51,7 @@ def call(server: ServerProcess, *args: str) -> tuple[dict[str, Any], dict[str, A
     metrics = url.replace("ws://", "http://").rsplit("/", 1)[0] + "/metrics"
     command = ["call", url, "--json", "--metrics-url", metrics, "--linger", "0.3", *args]
     for attempt in (1, 2):
-        done = subprocess.run(
-            [sys.executable, "-m", "bridge", *command],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=wait_s(120),
-            check=False,
-        )
+        done = run_bridge(*command, timeout_s=120)
         assert done.returncode == 0, done.stdout + done.stderr
         report: dict[str, Any] = json.loads(done.stdout)
         ended = [line for line in server.lines if line.get("msg") == "call ended"]

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import io
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from bridge import cli
 from bridge.endpoints import WebsocketEndpoint, validate_ncco
 from bridge.errors import ConfigError
 from bridge.ncco_cli import add_subcommand
-from tests.helpers import ROOT, wait_s
+from tests.helpers import run_bridge
 
 
 def _ncco_registered() -> bool:
@@ -73,14 +72,7 @@ def run_in_process(*args: str) -> Result:
 
 
 def run_subprocess(*args: str) -> Result:
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "ncco", *args],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=wait_s(30),
-        cwd=ROOT,
-    )
+    done = run_bridge("ncco", *args)
     return Result(done.returncode, done.stdout, done.stderr)
 
 
